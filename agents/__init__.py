@@ -1,0 +1,1 @@
+"""Anomaly detection and the LLM/offline explainer over recorded evidence (read-only)."""

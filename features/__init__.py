@@ -1,0 +1,1 @@
+"""Ingestion, validation, feature computation, labels and Feast helpers."""

@@ -1,0 +1,1 @@
+"""Market and alternative-data ingestion: sources, validation, the DuckDB market store."""

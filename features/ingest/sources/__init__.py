@@ -1,0 +1,1 @@
+"""Data sources; each implements ``features.ingest.batch.Source``."""

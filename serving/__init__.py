@@ -1,0 +1,1 @@
+"""Online decision engine and its HTTP service (onnxruntime only; never imports torch)."""

@@ -1,0 +1,1 @@
+"""The command line (composition root: the only place that may import every package)."""

@@ -1,0 +1,61 @@
+"""The sextant exception hierarchy; each class documents how a caller recovers.
+
+Risk rejections are results (``RiskDecision``), never exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataValidationError",
+    "ModelUnavailableError",
+    "SextantError",
+    "SourceRequestError",
+    "SourceUnavailableError",
+    "StaleDataError",
+]
+
+
+class SextantError(Exception):
+    """Base of every error sextant raises on purpose."""
+
+
+class ConfigError(SextantError):
+    """Configuration is wrong or inconsistent. Recovery: stop, fix the configuration, rerun."""
+
+
+class SourceRequestError(ConfigError):
+    """A data source refused the request itself (unknown symbol, bad parameter).
+
+    Recovery: do not retry; the same request will fail again. Fix the symbol or option.
+    """
+
+
+class DataValidationError(SextantError):
+    """Input data is unreadable or violates its schema.
+
+    Recovery: reject that input (rows go to quarantine where the input is readable at all),
+    keep everything already stored, and carry on with the valid inputs.
+    """
+
+    def __init__(self, message: str, *, origin: str | None = None, field: str | None = None):
+        self.origin = origin
+        self.field = field
+        parts = [message]
+        if field:
+            parts.append(f"field={field}")
+        if origin:
+            parts.append(f"input={origin}")
+        super().__init__(" | ".join(parts))
+
+
+class SourceUnavailableError(SextantError):
+    """A source failed transiently (network, rate limit, 5xx). Recovery: retry with backoff."""
+
+
+class ModelUnavailableError(SextantError):
+    """A model cannot produce an output. Recovery: serve flat for that family, trip the breaker."""
+
+
+class StaleDataError(SextantError):
+    """Inputs are older than allowed. Recovery: take no new risk until fresh data arrives."""
