@@ -36,7 +36,12 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def init_runtime(settings: Settings) -> None:
-    """Everything an entry point does before real work."""
+    """Everything an entry point does before real work (before Prefect/MLflow are imported)."""
     if not settings.telemetry:
         disable_telemetry()
+    # Prefect keeps its (ephemeral) server database under the sextant home unless told otherwise,
+    # so two homes never share orchestration state.
+    if "PREFECT_HOME" not in os.environ:
+        settings.paths.prefect_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(settings.paths.prefect_dir)
     configure_logging(settings.log_level)

@@ -115,6 +115,21 @@ class Coverage:
     missing_bars: int
     quarantined: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The `sextant data status --json` record."""
+        return {
+            "dataset": self.dataset,
+            "source": self.source,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "first_ts": self.first_ts.isoformat() if self.first_ts else None,
+            "last_ts": self.last_ts.isoformat() if self.last_ts else None,
+            "rows": self.rows,
+            "gaps": self.gaps,
+            "missing_bars": self.missing_bars,
+            "quarantined": self.quarantined,
+        }
+
 
 class MarketStore:
     """DuckDB-backed market store; safe to share between threads of one process."""

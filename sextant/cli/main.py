@@ -131,21 +131,7 @@ def data_status(
     settings = _settings()
     with MarketStore(settings.paths.market_db, read_only=True) as store:
         coverage = store.coverage()
-    rows = [
-        {
-            "dataset": c.dataset,
-            "source": c.source,
-            "symbol": c.symbol,
-            "timeframe": c.timeframe,
-            "first_ts": c.first_ts.isoformat() if c.first_ts else None,
-            "last_ts": c.last_ts.isoformat() if c.last_ts else None,
-            "rows": c.rows,
-            "gaps": c.gaps,
-            "missing_bars": c.missing_bars,
-            "quarantined": c.quarantined,
-        }
-        for c in coverage
-    ]
+    rows = [c.to_json() for c in coverage]
     if as_json:
         _emit_json({"coverage": rows})
         return
