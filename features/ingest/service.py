@@ -101,9 +101,14 @@ def _report_gaps(store: MarketStore, result: IngestResult) -> None:
     found = store.gaps(dataset, result.source, result.symbol, result.timeframe, start=start, end=result.last_ts)
     result.gaps = len(found)
     result.missing_bars = sum(g.missing_bars for g in found)
-    for gap in found:
+    if found:
         log.warning(
-            "gap in %s %s %s %s: %d missing bars between %s and %s",
-            result.dataset, result.source, result.symbol, result.timeframe,
+            "%d gaps (%d missing bars) in %s %s %s %s; `sextant data gaps` lists them",
+            len(found), result.missing_bars, result.dataset, result.source, result.symbol, result.timeframe,
+        )
+    for gap in found:
+        log.info(
+            "gap in %s %s %s: %d missing bars between %s and %s",
+            result.source, result.symbol, result.timeframe,
             gap.missing_bars, gap.after.isoformat(), gap.before.isoformat(),
         )

@@ -1,0 +1,1 @@
+"""`make bench`: fixed-input benchmarks printing `name: value unit (target ...)`, one line each."""
