@@ -14,10 +14,14 @@ from sextant.runtime import disable_telemetry
 
 __all__ = ["SHARED_DATA", "Figure", "best_of"]
 
-SHARED_DATA = Path(os.environ.get("SEXTANT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("SEXTANT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 disable_telemetry()
-logging.basicConfig(level=logging.ERROR)  # figures only on stdout; warnings about the fixed inputs are known
+logging.basicConfig(
+    level=logging.ERROR
+)  # figures only on stdout; warnings about the fixed inputs are known
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,10 @@ def run() -> list[Figure]:
         raise FileNotFoundError(f"benchmark input missing: {BTC_8Y}")
 
     def fresh() -> None:
-        with tempfile.TemporaryDirectory() as tmp, MarketStore(Path(tmp) / "market.duckdb") as store:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            MarketStore(Path(tmp) / "market.duckdb") as store,
+        ):
             results = ingest_source(FileSource(BTC_8Y), store)
             assert results[0].rows_added == 73_265, results[0]
 

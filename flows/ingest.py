@@ -9,8 +9,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
 from features.ingest.batch import Dataset
@@ -39,7 +38,7 @@ def retry_if_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any
 def ingest_series(request: IngestRequest, home: str | None = None) -> list[dict[str, Any]]:
     """Ingest one source × symbol into the market store; resumes after what is already stored."""
     settings = load_settings(**({"home": Path(home)} if home else {}))
-    results = []
+    results: list[dict[str, Any]] = []
     with MarketStore(settings.paths.market_db) as store:
         for unit in plan_ingest(request, settings):
             results.extend(r.to_json() for r in ingest_source(unit.source, store))
@@ -71,7 +70,11 @@ def ingest_flow(
         dataset=Dataset(dataset) if dataset else None,
         feeds=tuple(feeds or ()),
     )
-    per_symbol = [replace(request, symbols=(s,)) for s in request.symbols] if source == "ccxt" and request.symbols else [request]
+    per_symbol = (
+        [replace(request, symbols=(s,)) for s in request.symbols]
+        if source == "ccxt" and request.symbols
+        else [request]
+    )
     results: list[dict[str, Any]] = []
     for part in per_symbol:
         label = f"ingest-{source}-{part.symbols[0] if part.symbols else 'all'}"

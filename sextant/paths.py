@@ -44,6 +44,12 @@ class StatePaths:
 
     def ensure(self) -> StatePaths:
         """Create the home and its directories (not the database files)."""
-        for directory in (self.home, self.features_dir, self.feast_dir, self.mlflow_dir, self.reports_dir):
+        for directory in (
+            self.home,
+            self.features_dir,
+            self.feast_dir,
+            self.mlflow_dir,
+            self.reports_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         return self

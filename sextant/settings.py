@@ -33,29 +33,43 @@ class Settings(BaseSettings):
 
     home: Path = Path(".sextant")
     log_level: str = "INFO"
-    telemetry: bool = False  # third-party telemetry (Prefect, MLflow, LangChain, Feast) stays off unless True
+    telemetry: bool = (
+        False  # third-party telemetry (Prefect, MLflow, LangChain, Feast) stays off unless True
+    )
 
     # market data
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")
     timeframe: str = "1h"
     exchange: str = "binance"
-    ccxt_api_url: str | None = None  # replaces scheme+host of every REST endpoint (proxy, testnet, loopback)
+    ccxt_api_url: str | None = (
+        None  # replaces scheme+host of every REST endpoint (proxy, testnet, loopback)
+    )
     ccxt_page_limit: PositiveInt = 1000
     ccxt_max_tries: PositiveInt = 5
     ccxt_backoff_s: PositiveFloat = 1.0
     ccxt_backoff_max_s: PositiveFloat = 60.0
     http_timeout_s: PositiveFloat = 30.0
+    http_max_tries: PositiveInt = 5  # Fear & Greed and news feeds
+    http_backoff_s: PositiveFloat = 1.0
+    http_backoff_max_s: PositiveFloat = 60.0
 
     # alternative data
     fng_url: str = "https://api.alternative.me/fng/"
-    fng_publication_lag: timedelta = timedelta(hours=1)  # a day's value is published after 00:00 UTC
+    fng_publication_lag: timedelta = timedelta(
+        hours=1
+    )  # a day's value is published after 00:00 UTC
     news_feeds: tuple[str, ...] = ()
-    news_publication_lag: timedelta = timedelta(0)  # extra delay for archived headlines, see docs/data.md
+    news_publication_lag: timedelta = timedelta(
+        0
+    )  # extra delay for archived headlines, see docs/data.md
 
     @field_validator("timeframe")
     @classmethod
     def _known_timeframe(cls, value: str) -> str:
-        timeframe_ms(value)
+        try:
+            timeframe_ms(value)
+        except ConfigError as exc:  # pydantic reports ValueErrors with the field's name
+            raise ValueError(str(exc)) from exc
         return value
 
     @field_validator("ccxt_api_url")
@@ -79,6 +93,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"SEXTANT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"SEXTANT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc

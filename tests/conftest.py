@@ -25,7 +25,9 @@ def _loopback_only(self: socket.socket, address: object) -> None:
         except ValueError:
             allowed = host == "localhost"
         if not allowed:
-            raise ConnectionRefusedError(f"tests may not reach {host}: only loopback servers are allowed")
+            raise ConnectionRefusedError(
+                f"tests may not reach {host}: only loopback servers are allowed"
+            )
     _real_connect(self, address)  # type: ignore[arg-type]
 
 

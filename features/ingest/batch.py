@@ -29,7 +29,15 @@ COLUMNS: dict[Dataset, tuple[str, ...]] = {
     Dataset.CANDLES: ("symbol", "timeframe", "event_ts", "open", "high", "low", "close", "volume"),
     Dataset.FUNDING: ("symbol", "event_ts", "available_at", "funding_rate"),
     Dataset.FEAR_GREED: ("event_ts", "available_at", "value", "classification"),
-    Dataset.NEWS: ("news_id", "event_ts", "available_at", "headline", "description", "url", "sentiment"),
+    Dataset.NEWS: (
+        "news_id",
+        "event_ts",
+        "available_at",
+        "headline",
+        "description",
+        "url",
+        "sentiment",
+    ),
 }
 
 # Primary keys within one source (the stored key is ``source`` + these).

@@ -65,7 +65,11 @@ def plan_ingest(
         if len(request.symbols) > 1:
             raise ConfigError("--source file takes at most one --symbol (it applies to every file)")
         source = FileSource(
-            request.path, symbol=symbol, timeframe=request.timeframe, dataset=request.dataset, settings=settings
+            request.path,
+            symbol=symbol,
+            timeframe=request.timeframe,
+            dataset=request.dataset,
+            settings=settings,
         )
         return [IngestUnit(f"file {request.path}", source)]
     if kind == "fng":
@@ -77,7 +81,9 @@ def plan_ingest(
     raise ConfigError(f"unknown source {kind!r}: expected one of {', '.join(SOURCE_KINDS)}")
 
 
-def _ccxt_units(request: IngestRequest, settings: Settings, progress: ProgressCallback | None) -> list[IngestUnit]:
+def _ccxt_units(
+    request: IngestRequest, settings: Settings, progress: ProgressCallback | None
+) -> list[IngestUnit]:
     from features.ingest.sources.ccxt_source import CcxtSource
 
     exchange = request.exchange or settings.exchange
@@ -110,10 +116,16 @@ def _news_units(request: IngestRequest, settings: Settings) -> list[IngestUnit]:
         from features.ingest.sources.files import FileSource
 
         units.append(
-            IngestUnit(f"news file {request.path}", FileSource(request.path, dataset=Dataset.NEWS, settings=settings))
+            IngestUnit(
+                f"news file {request.path}",
+                FileSource(request.path, dataset=Dataset.NEWS, settings=settings),
+            )
         )
     feeds = request.feeds or (() if request.path is not None else settings.news_feeds)
-    units.extend(IngestUnit(f"news feed {feed}", RssNewsSource.from_settings([feed], settings)) for feed in feeds)
+    units.extend(
+        IngestUnit(f"news feed {feed}", RssNewsSource.from_settings([feed], settings))
+        for feed in feeds
+    )
     if not units:
         raise ConfigError("--source news needs --path FILE, --feed URL, or SEXTANT_NEWS_FEEDS")
     return units

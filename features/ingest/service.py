@@ -67,7 +67,9 @@ class IngestResult:
         }
 
 
-def ingest_source(source: Source, store: MarketStore, *, run_id: str | None = None) -> list[IngestResult]:
+def ingest_source(
+    source: Source, store: MarketStore, *, run_id: str | None = None
+) -> list[IngestResult]:
     """Run one source to completion; each batch is committed as it arrives.
 
     If the source fails midway, the batches already stored stay stored (the next run resumes after
@@ -83,8 +85,13 @@ def ingest_source(source: Source, store: MarketStore, *, run_id: str | None = No
         result.add(batch, validated, outcome)
         log.info(
             "stored %s %s %s %s: +%d rows, %d quarantined (%s)",
-            batch.dataset, batch.source, batch.symbol, batch.timeframe,
-            outcome.rows_added, outcome.rows_quarantined, batch.origin,
+            batch.dataset,
+            batch.source,
+            batch.symbol,
+            batch.timeframe,
+            outcome.rows_added,
+            outcome.rows_quarantined,
+            batch.origin,
         )
     for result in results.values():
         _report_gaps(store, result)
@@ -96,19 +103,32 @@ def _report_gaps(store: MarketStore, result: IngestResult) -> None:
     if result.first_ts is None or result.last_ts is None:
         return
     dataset = Dataset(result.dataset)
-    previous = store.last_event_ts(dataset, result.source, result.symbol, result.timeframe, before=result.first_ts)
+    previous = store.last_event_ts(
+        dataset, result.source, result.symbol, result.timeframe, before=result.first_ts
+    )
     start = previous or result.first_ts
-    found = store.gaps(dataset, result.source, result.symbol, result.timeframe, start=start, end=result.last_ts)
+    found = store.gaps(
+        dataset, result.source, result.symbol, result.timeframe, start=start, end=result.last_ts
+    )
     result.gaps = len(found)
     result.missing_bars = sum(g.missing_bars for g in found)
     if found:
         log.warning(
             "%d gaps (%d missing bars) in %s %s %s %s; `sextant data gaps` lists them",
-            len(found), result.missing_bars, result.dataset, result.source, result.symbol, result.timeframe,
+            len(found),
+            result.missing_bars,
+            result.dataset,
+            result.source,
+            result.symbol,
+            result.timeframe,
         )
     for gap in found:
         log.info(
             "gap in %s %s %s: %d missing bars between %s and %s",
-            result.source, result.symbol, result.timeframe,
-            gap.missing_bars, gap.after.isoformat(), gap.before.isoformat(),
+            result.source,
+            result.symbol,
+            result.timeframe,
+            gap.missing_bars,
+            gap.after.isoformat(),
+            gap.before.isoformat(),
         )

@@ -89,7 +89,9 @@ def _table_ddl(dataset: Dataset) -> str:
         columns.append(f"{name} {_SQL_TYPES.get(name, 'DOUBLE NOT NULL')}")
     columns.append("ingested_at TIMESTAMPTZ NOT NULL")
     key = ", ".join(("source", *KEYS[dataset]))
-    return f"CREATE TABLE IF NOT EXISTS {TABLES[dataset]} ({', '.join(columns)}, PRIMARY KEY ({key}))"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {TABLES[dataset]} ({', '.join(columns)}, PRIMARY KEY ({key}))"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,9 @@ class MarketStore:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
-            raise DataValidationError("market store does not exist yet: run `sextant ingest` first", origin=str(path))
+            raise DataValidationError(
+                "market store does not exist yet: run `sextant ingest` first", origin=str(path)
+            )
         self._con = duckdb.connect(str(path), read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.RLock()
@@ -157,7 +161,12 @@ class MarketStore:
     def __enter__(self) -> MarketStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     @contextmanager
@@ -185,7 +194,9 @@ class MarketStore:
         keys = ("source", *KEYS[batch.dataset])
         values = [c for c in columns if c not in keys]
         now = datetime.now(UTC)
-        incoming = validated.valid.loc[:, list(columns)].assign(source=batch.source, ingested_at=now)
+        incoming = validated.valid.loc[:, list(columns)].assign(
+            source=batch.source, ingested_at=now
+        )
         arrow = pa.Table.from_pandas(incoming, preserve_index=False)
         join = " AND ".join(f"t.{k} = i.{k}" for k in keys)
         differs = " OR ".join(f"t.{v} IS DISTINCT FROM i.{v}" for v in values)
@@ -214,22 +225,36 @@ class MarketStore:
         return WriteOutcome(rows_added=rows_added, rows_quarantined=len(rejected))
 
     def _quarantine(
-        self, con: duckdb.DuckDBPyConnection, batch: Batch, rejected: pd.DataFrame, *, run_id: str, now: datetime
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch: Batch,
+        rejected: pd.DataFrame,
+        *,
+        run_id: str,
+        now: datetime,
     ) -> None:
         if rejected.empty:
             return
         record_cols = [c for c in rejected.columns if c not in ("reason", "detail")]
-        records = rejected[record_cols].to_json(orient="records", date_format="iso", lines=True).splitlines()
+        records = (
+            rejected[record_cols]
+            .to_json(orient="records", date_format="iso", lines=True)
+            .splitlines()
+        )
         rows = pd.DataFrame(
             {
                 "record_hash": [
-                    hashlib.sha1(f"{batch.dataset}|{batch.source}|{reason}|{record}".encode()).hexdigest()
+                    hashlib.sha1(
+                        f"{batch.dataset}|{batch.source}|{reason}|{record}".encode()
+                    ).hexdigest()
                     for reason, record in zip(rejected["reason"], records, strict=True)
                 ],
                 "dataset": batch.dataset.value,
                 "source": batch.source,
                 "symbol": rejected["symbol"].astype(str) if "symbol" in rejected else batch.symbol,
-                "timeframe": rejected["timeframe"].astype(str) if "timeframe" in rejected else batch.timeframe,
+                "timeframe": rejected["timeframe"].astype(str)
+                if "timeframe" in rejected
+                else batch.timeframe,
                 "event_ts": rejected["event_ts"],
                 "reason": rejected["reason"].astype(str),
                 "detail": rejected["detail"].astype(str),
@@ -259,7 +284,9 @@ class MarketStore:
         valid = validated.valid
         first = valid["event_ts"].min() if len(valid) else None
         last = valid["event_ts"].max() if len(valid) else None
-        last_stored = self._last_event_ts(con, batch.dataset, batch.source, batch.symbol, batch.timeframe)
+        last_stored = self._last_event_ts(
+            con, batch.dataset, batch.source, batch.symbol, batch.timeframe
+        )
         con.execute(
             "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -308,7 +335,9 @@ class MarketStore:
         if before is not None:
             where += " AND event_ts < ?"
             params.append(before)
-        row = con.execute(f"SELECT max(event_ts) FROM {TABLES[dataset]} WHERE {where}", params).fetchone()
+        row = con.execute(
+            f"SELECT max(event_ts) FROM {TABLES[dataset]} WHERE {where}", params
+        ).fetchone()
         value = row[0] if row else None
         return None if value is None else value.astimezone(UTC)
 
@@ -330,7 +359,9 @@ class MarketStore:
         if end is not None:
             where += " AND event_ts <= ?"
             params.append(end)
-        frame = self.query(f"SELECT event_ts FROM {TABLES[dataset]} WHERE {where} ORDER BY event_ts", params)
+        frame = self.query(
+            f"SELECT event_ts FROM {TABLES[dataset]} WHERE {where} ORDER BY event_ts", params
+        )
         return frame["event_ts"]
 
     def gaps(
@@ -347,7 +378,9 @@ class MarketStore:
         step = _step_ms(dataset, timeframe)
         if step is None:
             return []
-        return find_gaps(self.series_event_ts(dataset, source, symbol, timeframe, start=start, end=end), step)
+        return find_gaps(
+            self.series_event_ts(dataset, source, symbol, timeframe, start=start, end=end), step
+        )
 
     def candles(
         self,
@@ -383,28 +416,28 @@ class MarketStore:
                 f"min(event_ts) AS first_ts, max(event_ts) AS last_ts, count(*) AS rows "
                 f"FROM {table} GROUP BY ALL"
             )
-        stored = self.query(" UNION ALL ".join(parts) + " ORDER BY dataset, source, symbol, timeframe")
-        quarantined = self.query(
-            "SELECT dataset, source, symbol, timeframe, count(*) AS n FROM quarantine GROUP BY ALL"
-        )
-        q_index = {
-            (r.dataset, r.source, r.symbol, r.timeframe): int(r.n) for r in quarantined.itertuples(index=False)
+        with self._lock:
+            stored = self._con.execute(
+                " UNION ALL ".join(parts) + " ORDER BY dataset, source, symbol, timeframe"
+            ).fetchall()
+            quarantined = self._con.execute(
+                "SELECT dataset, source, symbol, timeframe, count(*) FROM quarantine GROUP BY ALL"
+            ).fetchall()
+        q_index: dict[tuple[str, str, str, str], int] = {
+            (str(d), str(s), str(sy), str(tf)): int(n) for d, s, sy, tf, n in quarantined
         }
         out: list[Coverage] = []
         seen = set()
-        for row in stored.itertuples(index=False):
-            key = (row.dataset, row.source, row.symbol, row.timeframe)
+        for dataset_name, source, symbol_name, timeframe_name, first, last, rows in stored:
+            key = (str(dataset_name), str(source), str(symbol_name), str(timeframe_name))
             seen.add(key)
-            found = self.gaps(Dataset(row.dataset), row.source, row.symbol, row.timeframe)
+            found = self.gaps(Dataset(key[0]), key[1], key[2], key[3])
             out.append(
                 Coverage(
-                    dataset=row.dataset,
-                    source=row.source,
-                    symbol=row.symbol,
-                    timeframe=row.timeframe,
-                    first_ts=row.first_ts.to_pydatetime(),
-                    last_ts=row.last_ts.to_pydatetime(),
-                    rows=int(row.rows),
+                    *key,
+                    first_ts=first.astimezone(UTC),
+                    last_ts=last.astimezone(UTC),
+                    rows=int(rows),
                     gaps=len(found),
                     missing_bars=sum(g.missing_bars for g in found),
                     quarantined=q_index.get(key, 0),
@@ -412,7 +445,17 @@ class MarketStore:
             )
         for key, n in sorted(q_index.items()):
             if key not in seen:  # everything of this series was rejected
-                out.append(Coverage(*key, first_ts=None, last_ts=None, rows=0, gaps=0, missing_bars=0, quarantined=n))
+                out.append(
+                    Coverage(
+                        *key,
+                        first_ts=None,
+                        last_ts=None,
+                        rows=0,
+                        gaps=0,
+                        missing_bars=0,
+                        quarantined=n,
+                    )
+                )
         return out
 
     def table_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -429,10 +472,15 @@ class MarketStore:
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         with self._lock:
-            return [tuple(json.dumps(v, default=str) if isinstance(v, dict) else v for v in r) for r in self._con.execute(sql).fetchall()]
+            return [
+                tuple(json.dumps(v, default=str) if isinstance(v, dict) else v for v in r)
+                for r in self._con.execute(sql).fetchall()
+            ]
 
 
-def _series_filter(dataset: Dataset, source: str, symbol: str, timeframe: str) -> tuple[str, list[Any]]:
+def _series_filter(
+    dataset: Dataset, source: str, symbol: str, timeframe: str
+) -> tuple[str, list[Any]]:
     where = "source = ?"
     params: list[Any] = [source]
     if "symbol" in COLUMNS[dataset]:

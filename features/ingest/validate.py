@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
@@ -132,9 +133,10 @@ def find_gaps(event_ts: pd.Series, step_ms: int) -> list[Gap]:
     ]
 
 
-def epoch_ms(stamps: pd.Series) -> np.ndarray:
+def epoch_ms(stamps: pd.Series) -> npt.NDArray[np.int64]:
     """Epoch milliseconds of a tz-aware series, whatever its resolution (ns from pandas, us from DuckDB)."""
-    return stamps.dt.as_unit("ms").astype("int64").to_numpy()
+    as_ms: pd.Series = stamps.dt.as_unit("ms").astype("int64")
+    return as_ms.to_numpy(dtype=np.int64)
 
 
 def _checked_schema(batch: Batch) -> pd.DataFrame:
@@ -158,7 +160,9 @@ def _checked_schema(batch: Batch) -> pd.DataFrame:
                 )
         elif column not in _TEXT and not is_numeric_dtype(series.dtype):
             raise DataValidationError(
-                f"expected a numeric column, got dtype {series.dtype}", origin=batch.origin, field=column
+                f"expected a numeric column, got dtype {series.dtype}",
+                origin=batch.origin,
+                field=column,
             )
     return frame.loc[:, list(expected)].reset_index(drop=True)
 
@@ -203,25 +207,35 @@ def _series_checks(batch: Batch, frame: pd.DataFrame):  # type: ignore[no-untype
         if column in frame.columns and expected != "*":
             values = frame[column].to_numpy()
             mask = values != expected
-            yield Reason.WRONG_SERIES, mask, (lambda i, v=values, c=column, e=expected: f"{c}={v[i]} in a batch for {e}")
+            yield (
+                Reason.WRONG_SERIES,
+                mask,
+                (lambda i, v=values, c=column, e=expected: f"{c}={v[i]} in a batch for {e}"),
+            )
 
 
 def _dataset_checks(dataset: Dataset, frame: pd.DataFrame):  # type: ignore[no-untyped-def]
     if dataset is Dataset.CANDLES:
-        o, h, lo, c, v = (frame[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close", "volume"))
+        o, h, lo, c, v = (
+            frame[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close", "volume")
+        )
         with np.errstate(invalid="ignore"):
             prices = np.column_stack([o, h, lo, c])
             non_positive = (prices <= 0).any(axis=1)
             yield (
                 Reason.NON_POSITIVE_PRICE,
                 non_positive,
-                lambda i: f"open={_fmt(o[i])} high={_fmt(h[i])} low={_fmt(lo[i])} close={_fmt(c[i])}",
+                lambda i: (
+                    f"open={_fmt(o[i])} high={_fmt(h[i])} low={_fmt(lo[i])} close={_fmt(c[i])}"
+                ),
             )
             inconsistent = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
             yield (
                 Reason.HIGH_LOW_INCONSISTENT,
                 inconsistent,
-                lambda i: f"open={_fmt(o[i])} high={_fmt(h[i])} low={_fmt(lo[i])} close={_fmt(c[i])}",
+                lambda i: (
+                    f"open={_fmt(o[i])} high={_fmt(h[i])} low={_fmt(lo[i])} close={_fmt(c[i])}"
+                ),
             )
             yield Reason.NEGATIVE_VOLUME, v < 0, lambda i: f"volume={_fmt(v[i])}"
     elif dataset is Dataset.FUNDING:
@@ -235,11 +249,19 @@ def _dataset_checks(dataset: Dataset, frame: pd.DataFrame):  # type: ignore[no-u
     elif dataset is Dataset.FEAR_GREED:
         value = frame["value"].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):
-            yield Reason.OUT_OF_RANGE, (value < 0) | (value > 100), lambda i: f"value={_fmt(value[i])} outside [0, 100]"
+            yield (
+                Reason.OUT_OF_RANGE,
+                (value < 0) | (value > 100),
+                lambda i: f"value={_fmt(value[i])} outside [0, 100]",
+            )
     elif dataset is Dataset.NEWS:
         score = frame["sentiment"].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):
-            yield Reason.OUT_OF_RANGE, np.abs(score) > 1, lambda i: f"sentiment={_fmt(score[i])} outside [-1, 1]"
+            yield (
+                Reason.OUT_OF_RANGE,
+                np.abs(score) > 1,
+                lambda i: f"sentiment={_fmt(score[i])} outside [-1, 1]",
+            )
 
 
 def _time_checks(batch: Batch, frame: pd.DataFrame, now: pd.Timestamp):  # type: ignore[no-untyped-def]
@@ -269,7 +291,9 @@ def _time_checks(batch: Batch, frame: pd.DataFrame, now: pd.Timestamp):  # type:
     yield Reason.AVAILABLE_BEFORE_EVENT, (available < event).to_numpy(), at
 
 
-def _split_duplicates(dataset: Dataset, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def _split_duplicates(
+    dataset: Dataset, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Collapse exact duplicates; reject every row of a key whose copies disagree."""
     keys = list(KEYS[dataset])
     exact = frame.duplicated(keep="first")

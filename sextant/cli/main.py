@@ -72,18 +72,33 @@ def _parse_since(value: str | None) -> datetime | None:
 
 @app.command()
 def ingest(
-    source: Annotated[SourceKind, typer.Option(help="Where the data comes from.")] = SourceKind.sample,
-    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id (default: settings, binance).")] = None,
-    api_url: Annotated[
-        str | None, typer.Option("--api-url", help="Replace scheme+host of every exchange REST endpoint.")
+    source: Annotated[
+        SourceKind, typer.Option(help="Where the data comes from.")
+    ] = SourceKind.sample,
+    exchange: Annotated[
+        str | None, typer.Option(help="ccxt exchange id (default: settings, binance).")
     ] = None,
-    symbol: Annotated[list[str] | None, typer.Option("--symbol", help="Symbol(s), e.g. BTC/USDT; repeatable.")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="Replace scheme+host of every exchange REST endpoint."),
+    ] = None,
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s), e.g. BTC/USDT; repeatable.")
+    ] = None,
     timeframe: Annotated[str | None, typer.Option(help="Bar timeframe, e.g. 1h.")] = None,
     since: Annotated[str | None, typer.Option(help="ISO start when nothing is stored yet.")] = None,
-    path: Annotated[Path | None, typer.Option(help="File or directory for --source file/news.")] = None,
-    dataset: Annotated[DatasetOption | None, typer.Option(help="Override the dataset (e.g. funding).")] = None,
-    feed: Annotated[list[str] | None, typer.Option("--feed", help="RSS/Atom feed URL(s) for --source news.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
+    path: Annotated[
+        Path | None, typer.Option(help="File or directory for --source file/news.")
+    ] = None,
+    dataset: Annotated[
+        DatasetOption | None, typer.Option(help="Override the dataset (e.g. funding).")
+    ] = None,
+    feed: Annotated[
+        list[str] | None, typer.Option("--feed", help="RSS/Atom feed URL(s) for --source news.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable results.")
+    ] = False,
 ) -> None:
     """Fetch, validate and store market or alternative data (idempotent, resumable)."""
     from features.ingest.batch import Dataset
@@ -105,7 +120,10 @@ def ingest(
         feeds=tuple(feed or ()),
     )
     results = []
-    with progress_reporter(enabled=not as_json) as report, MarketStore(settings.paths.market_db) as store:
+    with (
+        progress_reporter(enabled=not as_json) as report,
+        MarketStore(settings.paths.market_db) as store,
+    ):
         for unit in plan_ingest(request, settings, progress=report):
             results.extend(ingest_source(unit.source, store))
     payload = {"results": [r.to_json() for r in results]}
@@ -117,13 +135,25 @@ def ingest(
     print_table(
         "ingest",
         payload["results"],
-        ["source", "dataset", "symbol", "timeframe", "rows_added", "rows_quarantined", "gaps", "first_ts", "last_ts"],
+        [
+            "source",
+            "dataset",
+            "symbol",
+            "timeframe",
+            "rows_added",
+            "rows_quarantined",
+            "gaps",
+            "first_ts",
+            "last_ts",
+        ],
     )
 
 
 @data_app.command("status")
 def data_status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable coverage.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable coverage.")
+    ] = False,
 ) -> None:
     """Coverage per source/symbol/timeframe: first and last timestamp, rows, gaps, quarantined."""
     from features.ingest.store import MarketStore
@@ -137,14 +167,20 @@ def data_status(
         return
     from sextant.cli.render import print_table
 
-    print_table("market store: " + str(settings.paths.market_db), rows, list(rows[0]) if rows else ["dataset"])
+    print_table(
+        "market store: " + str(settings.paths.market_db),
+        rows,
+        list(rows[0]) if rows else ["dataset"],
+    )
 
 
 @data_app.command("gaps")
 def data_gaps(
     symbol: Annotated[str, typer.Option(help="Symbol, e.g. BTC/USDT.")],
     timeframe: Annotated[str | None, typer.Option(help="Bar timeframe.")] = None,
-    source: Annotated[str, typer.Option(help="Stored source label (sample, binance, file, ...).")] = "sample",
+    source: Annotated[
+        str, typer.Option(help="Stored source label (sample, binance, file, ...).")
+    ] = "sample",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List every gap (missing bars) of one stored candle series."""
@@ -154,7 +190,14 @@ def data_gaps(
     settings = _settings()
     with MarketStore(settings.paths.market_db, read_only=True) as store:
         gaps = store.gaps(Dataset.CANDLES, source, symbol, timeframe or settings.timeframe)
-    rows = [{"after": g.after.isoformat(), "before": g.before.isoformat(), "missing_bars": g.missing_bars} for g in gaps]
+    rows = [
+        {
+            "after": g.after.isoformat(),
+            "before": g.before.isoformat(),
+            "missing_bars": g.missing_bars,
+        }
+        for g in gaps
+    ]
     if as_json:
         _emit_json({"gaps": rows})
         return

@@ -39,7 +39,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 def _modules() -> list[Path]:
     files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
-    return sorted(p for p in files if not any(str(p.relative_to(ROOT)).startswith(e) for e in EXEMPT))
+    return sorted(
+        p for p in files if not any(str(p.relative_to(ROOT)).startswith(e) for e in EXEMPT)
+    )
 
 
 def violations() -> list[str]:
@@ -52,7 +54,9 @@ def violations() -> list[str]:
             if top in PACKAGES and top not in ALLOWED[package]:
                 problems.append(f"{path.relative_to(ROOT)}:{lineno} imports {module}")
             if top in FORBIDDEN_EXTERNAL.get(package, set()):
-                problems.append(f"{path.relative_to(ROOT)}:{lineno} imports {module} (forbidden in {package})")
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{lineno} imports {module} (forbidden in {package})"
+                )
     return problems
 
 
@@ -76,7 +80,9 @@ def test_imports_follow_the_dependency_direction() -> None:
         ("flows", "from agents import chat\n", False),
     ],
 )
-def test_checker_catches_a_wrong_import(tmp_path: Path, package: str, source: str, expected: bool) -> None:
+def test_checker_catches_a_wrong_import(
+    tmp_path: Path, package: str, source: str, expected: bool
+) -> None:
     # Arrange: a throwaway module inside the real package tree
     target = ROOT / package / f"_probe_{tmp_path.name}.py"
     target.write_text(source, encoding="utf-8")

@@ -13,7 +13,14 @@ T0 = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def candle_frame(n: int = 48, *, symbol: str = "BTC/USDT", timeframe: str = "1h", start: datetime = T0, seed: int = 7) -> pd.DataFrame:
+def candle_frame(
+    n: int = 48,
+    *,
+    symbol: str = "BTC/USDT",
+    timeframe: str = "1h",
+    start: datetime = T0,
+    seed: int = 7,
+) -> pd.DataFrame:
     """A consistent random-walk candle series on the timeframe grid."""
     rng = np.random.default_rng(seed)
     close = 20_000 * np.exp(np.cumsum(rng.normal(0, 0.005, n)))
@@ -35,7 +42,9 @@ def candle_frame(n: int = 48, *, symbol: str = "BTC/USDT", timeframe: str = "1h"
     )
 
 
-def candle_batch(frame: pd.DataFrame, *, source: str = "test", origin: str = "unit-test", now: datetime = NOW) -> Batch:
+def candle_batch(
+    frame: pd.DataFrame, *, source: str = "test", origin: str = "unit-test", now: datetime = NOW
+) -> Batch:
     """Wrap a candle frame as a batch for its (single) symbol and timeframe."""
     return Batch(
         dataset=Dataset.CANDLES,
@@ -51,4 +60,11 @@ def candle_batch(frame: pd.DataFrame, *, source: str = "test", origin: str = "un
 def funding_frame(n: int = 9, *, symbol: str = "BTC/USDT:USDT") -> pd.DataFrame:
     """Funding settlements every 8 hours."""
     ts = pd.date_range(T0, periods=n, freq=timedelta(hours=8), tz="UTC")
-    return pd.DataFrame({"symbol": symbol, "event_ts": ts, "available_at": ts, "funding_rate": np.linspace(-1e-4, 3e-4, n)})
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "event_ts": ts,
+            "available_at": ts,
+            "funding_rate": np.linspace(-1e-4, 3e-4, n),
+        }
+    )

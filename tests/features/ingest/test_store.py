@@ -66,7 +66,9 @@ def test_conflicting_row_is_quarantined_and_stored_row_kept(store: MarketStore) 
     assert reasons == [Reason.CONFLICTS_STORED.value]
 
 
-def test_failed_batch_leaves_the_store_untouched(store: MarketStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_batch_leaves_the_store_untouched(
+    store: MarketStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ingest_source(ListSource([candle_batch(candle_frame(24))]), store)
     before = store.table_snapshot()
     log_rows = len(store.query("SELECT * FROM ingest_log"))
@@ -117,7 +119,12 @@ def test_coverage_counts_quarantine_per_series(store: MarketStore) -> None:
     eth.loc[2, "volume"] = -1.0
     ingest_source(ListSource([candle_batch(btc), candle_batch(eth)]), store)
     funding = funding_frame(6)
-    ingest_source(ListSource([Batch(Dataset.FUNDING, "test", "unit", funding, symbol="BTC/USDT:USDT", now=NOW)]), store)
+    ingest_source(
+        ListSource(
+            [Batch(Dataset.FUNDING, "test", "unit", funding, symbol="BTC/USDT:USDT", now=NOW)]
+        ),
+        store,
+    )
 
     coverage = {(c.dataset, c.symbol): c for c in store.coverage()}
 
@@ -125,7 +132,10 @@ def test_coverage_counts_quarantine_per_series(store: MarketStore) -> None:
     assert coverage[("candles", "ETH/USDT")].rows == 9
     assert coverage[("candles", "BTC/USDT")].quarantined == 0
     assert coverage[("funding", "BTC/USDT:USDT")].rows == 6
-    assert coverage[("funding", "BTC/USDT:USDT")].first_ts == funding["event_ts"].iloc[0].to_pydatetime()
+    assert (
+        coverage[("funding", "BTC/USDT:USDT")].first_ts
+        == funding["event_ts"].iloc[0].to_pydatetime()
+    )
 
 
 def test_quarantine_record_keeps_the_rejected_values(store: MarketStore) -> None:
@@ -153,4 +163,6 @@ def test_timestamps_round_trip_as_utc(store: MarketStore) -> None:
     ingest_source(ListSource([candle_batch(frame)]), store)
     stored = store.candles("BTC/USDT", "1h")
     assert str(stored["event_ts"].dt.tz) == "UTC"
-    pd.testing.assert_series_equal(stored["event_ts"], frame["event_ts"], check_names=False, check_dtype=False)
+    pd.testing.assert_series_equal(
+        stored["event_ts"], frame["event_ts"], check_names=False, check_dtype=False
+    )

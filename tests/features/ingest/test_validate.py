@@ -18,7 +18,10 @@ from tests.features.ingest.factories import NOW, candle_batch, candle_frame, fun
 
 def reasons_of(frame: pd.DataFrame, **kw: object) -> dict[int, str]:
     result = validate_batch(candle_batch(frame, **kw))  # type: ignore[arg-type]
-    return {int(ts.value): r for ts, r in zip(result.rejected["event_ts"], result.rejected["reason"], strict=True)}
+    return {
+        int(ts.value): r
+        for ts, r in zip(result.rejected["event_ts"], result.rejected["reason"], strict=True)
+    }
 
 
 def test_clean_candles_all_pass() -> None:
@@ -102,7 +105,7 @@ def test_wrong_columns_raise_naming_the_input() -> None:
 def test_naive_timestamps_raise() -> None:
     frame = candle_frame(4)
     frame["event_ts"] = frame["event_ts"].dt.tz_localize(None)
-    with pytest.raises(DataValidationError, match="tz-aware UTC.*field=event_ts"):
+    with pytest.raises(DataValidationError, match=r"tz-aware UTC.*field=event_ts"):
         validate_batch(candle_batch(frame))
 
 
@@ -119,7 +122,10 @@ def test_funding_out_of_range_and_available_before_event() -> None:
     frame.loc[2, "available_at"] = frame.loc[2, "event_ts"] - pd.Timedelta(hours=1)
     batch = Batch(Dataset.FUNDING, "test", "unit", frame, symbol="BTC/USDT:USDT", now=NOW)
     result = validate_batch(batch)
-    assert result.rejected["reason"].tolist() == [Reason.OUT_OF_RANGE.value, Reason.AVAILABLE_BEFORE_EVENT.value]
+    assert result.rejected["reason"].tolist() == [
+        Reason.OUT_OF_RANGE.value,
+        Reason.AVAILABLE_BEFORE_EVENT.value,
+    ]
 
 
 def test_find_gaps_reports_missing_bars() -> None:
@@ -128,7 +134,9 @@ def test_find_gaps_reports_missing_bars() -> None:
     assert [(g.after.hour, g.before.hour, g.missing_bars) for g in gaps] == [(2, 5, 2), (6, 8, 1)]
 
 
-corruption = st.sampled_from(["nan_close", "neg_low", "hl", "neg_vol", "dup", "clash", "offgrid", "future", "swap"])
+corruption = st.sampled_from(
+    ["nan_close", "neg_low", "hl", "neg_vol", "dup", "clash", "offgrid", "future", "swap"]
+)
 
 
 @settings(max_examples=300, deadline=None)
