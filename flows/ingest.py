@@ -29,8 +29,6 @@ def retry_if_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any
 
 @task(
     name="ingest-series",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_if_transient,
     cache_policy=NO_CACHE,  # ingestion must always look at the source again
@@ -75,8 +73,14 @@ def ingest_flow(
         if source == "ccxt" and request.symbols
         else [request]
     )
+    settings = load_settings(**({"home": Path(home)} if home else {}))
     results: list[dict[str, Any]] = []
     for part in per_symbol:
         label = f"ingest-{source}-{part.symbols[0] if part.symbols else 'all'}"
-        results.extend(ingest_series.with_options(task_run_name=label)(part, home))
+        configured = ingest_series.with_options(
+            task_run_name=label,
+            retries=settings.task_retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=settings.task_retry_delay_s),
+        )
+        results.extend(configured(part, home))
     return results

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     http_backoff_s: PositiveFloat = 1.0
     http_backoff_max_s: PositiveFloat = 60.0
 
+    # orchestration: retries of a failed flow task (transient source errors only)
+    task_retries: Annotated[int, Field(ge=0)] = 3
+    task_retry_delay_s: PositiveFloat = 5.0  # first delay; doubles per retry
+
     # alternative data
     fng_url: str = "https://api.alternative.me/fng/"
     fng_publication_lag: timedelta = timedelta(
