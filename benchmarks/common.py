@@ -34,7 +34,8 @@ class Figure:
     target: str
 
     def line(self) -> str:
-        return f"{self.name}: {self.value:.4g} {self.unit} (target {self.target})"
+        value = f"{self.value:.0f}" if float(self.value).is_integer() else f"{self.value:.4g}"
+        return f"{self.name}: {value} {self.unit} (target {self.target})"
 
 
 def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, float]:

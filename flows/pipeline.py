@@ -9,6 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from features.ingest.store import MarketStore
+from flows.features import features_flow
 from flows.ingest import ingest_flow
 from sextant.settings import load_settings
 
@@ -25,6 +26,13 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Ingest the bundled sample, then report what the store holds."""
+    """Ingest the bundled sample, report the store, build and materialize features."""
     ingested = ingest_flow(source="sample", home=home)
-    return {"ingest": ingested, "status": data_status(home)}
+    status = data_status(home)
+    built = features_flow(home=home)
+    return {
+        "ingest": ingested,
+        "status": status,
+        "features build": built["build"]["views"],
+        "features materialize": built["materialize"],
+    }

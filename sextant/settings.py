@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")
     timeframe: str = "1h"
     exchange: str = "binance"
+    candle_source: str = "auto"  # stored source the features use; auto = the freshest, then longest
     ccxt_api_url: str | None = (
         None  # replaces scheme+host of every REST endpoint (proxy, testnet, loopback)
     )

@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect the market store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(
+    help="Build feature tables and load them into Feast.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
 
 
 class SourceKind(StrEnum):
@@ -204,6 +208,152 @@ def data_gaps(
     from sextant.cli.render import print_table
 
     print_table(f"gaps {source} {symbol}", rows, ["after", "before", "missing_bars"])
+
+
+@features_app.command("build")
+def features_build(
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Recompute even when the inputs are unchanged.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Compute the feature tables (one parquet per Feast view) from the market store."""
+    from features.build import build_features
+
+    settings = _settings()
+    report = build_features(settings, symbols=tuple(symbol) if symbol else None, force=force)
+    payload = report.to_json()
+    if as_json:
+        _emit_json(payload)
+        return
+    from sextant.cli.render import print_table
+
+    print_table(
+        f"features build ({report.seconds:.1f} s; rebuilt: {', '.join(report.rebuilt) or 'none'})",
+        payload["views"],
+        ["view", "rows", "rows_added", "seconds"],
+    )
+
+
+@features_app.command("materialize")
+def features_materialize(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Apply the Feast repo and materialize new feature rows into the online store."""
+    from features.feast_store import materialize
+
+    settings = _settings()
+    reports = materialize(settings)
+    rows = [r.to_json() for r in reports]
+    if as_json:
+        _emit_json({"views": rows})
+        return
+    from sextant.cli.render import print_table
+
+    print_table("features materialize", rows, list(rows[0]) if rows else ["view"])
+
+
+@app.command()
+def train(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated families: garch,xgb,lstm.")
+    ] = "garch,xgb,lstm",
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="ISO start of the training data.")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO end of the training data.")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Small but real models (few folds, trees, epochs).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Walk-forward CV, final fit, ONNX export with parity, MLflow logging, register as challenger."""
+    from models.training import TrainConfig, train_models
+
+    settings = _settings()
+    options: dict[str, Any] = {
+        "families": tuple(m.strip() for m in models.split(",") if m.strip()),
+        "symbols": tuple(symbol or ()),
+        "start": _parse_since(start),
+        "end": _parse_since(end),
+    }
+    config = TrainConfig.quick(**options) if quick else TrainConfig(**options)
+    reports = train_models(settings, config)
+    payload = {"models": [r.to_json() for r in reports]}
+    if as_json:
+        _emit_json(payload)
+        return
+    from sextant.cli.render import print_table
+
+    rows = [
+        {
+            "family": r.family,
+            "version": r.model_version,
+            "run_id": r.run_id,
+            **{
+                k: r.metrics[k]
+                for k in ("auc", "log_loss", "ic", "qlike", "var99_exceedance_rate")
+                if k in r.metrics
+            },
+            "onnx_p99_ms": r.latency_ms["p99"],
+            "seconds": round(r.seconds, 1),
+        }
+        for r in reports
+    ]
+    columns = [
+        "family",
+        "version",
+        "run_id",
+        "auc",
+        "log_loss",
+        "ic",
+        "qlike",
+        "var99_exceedance_rate",
+        "onnx_p99_ms",
+        "seconds",
+    ]
+    print_table("train (out-of-fold metrics)", rows, columns)
+
+
+@app.command()
+def promote(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated families.")
+    ] = "garch,xgb,lstm",
+    metric: Annotated[
+        str, typer.Option(help="Direction metric that decides (higher is better).")
+    ] = "auc",
+    margin: Annotated[float, typer.Option(help="How much the challenger must win by.")] = 0.002,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Move `champion` to each challenger that passes the gate; every decision goes to the ledger."""
+    from models.registry import PromotionPolicy
+    from models.registry import promote as run_gate
+    from models.tracking import use_home
+
+    settings = _settings()
+    use_home(settings.paths)
+    families = tuple(m.strip() for m in models.split(",") if m.strip())
+    decisions = run_gate(
+        settings.paths.home,
+        families,
+        PromotionPolicy(direction_metric=metric, direction_margin=margin),
+    )
+    payload = {"decisions": [d.to_json() for d in decisions]}
+    if as_json:
+        _emit_json(payload)
+        return
+    from sextant.cli.render import print_table
+
+    print_table(
+        "promote",
+        payload["decisions"],
+        ["family", "promoted", "reason", "detail", "challenger_version", "champion_version"],
+    )
 
 
 @app.command()

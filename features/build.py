@@ -1,0 +1,199 @@
+"""`sextant features build`: market store → one parquet table per Feast feature view.
+
+Incremental at the symbol level: a manifest keeps a fingerprint of each symbol's inputs (candles,
+funding, Fear & Greed, news, and the feature definitions); an unchanged symbol is skipped, a
+changed one is recomputed from its full history (EMA-style features have infinite memory, so a
+partial recomputation would not reproduce the same numbers) and its rows replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.compute import AltData, compute_features, perp_symbol
+from features.definitions import FEATURE_VIEWS, FEATURES, Kind
+from features.ingest.store import MarketStore
+from sextant.errors import DataValidationError
+from sextant.settings import Settings
+
+__all__ = [
+    "BuildReport",
+    "ViewBuild",
+    "build_features",
+    "choose_candle_source",
+    "load_alt_data",
+    "view_path",
+]
+
+MANIFEST = "_manifest.json"
+KEY_COLUMNS = ("symbol", "event_ts", "available_at")
+
+
+@dataclass(slots=True)
+class ViewBuild:
+    """What a build did to one feature view's table."""
+
+    view: str
+    rows: int = 0
+    rows_added: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class BuildReport:
+    """Per-view figures plus which symbols were rebuilt or skipped (unchanged)."""
+
+    views: list[ViewBuild] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The `sextant features build --json` record (seconds rounded to milliseconds)."""
+        payload = asdict(self)
+        payload["seconds"] = round(self.seconds, 3)
+        for view in payload["views"]:
+            view["seconds"] = round(view["seconds"], 3)
+        return payload
+
+
+def view_path(features_dir: Path, view: str) -> Path:
+    """The parquet file behind a feature view."""
+    return features_dir / f"{view}.parquet"
+
+
+def choose_candle_source(store: MarketStore, symbol: str, timeframe: str, preferred: str) -> str:
+    """The stored candle source to build from: ``preferred``, or with "auto" the freshest, then longest."""
+    rows = store.query(
+        "SELECT source, max(event_ts) AS last, count(*) AS n FROM candles "
+        "WHERE symbol = ? AND timeframe = ? GROUP BY source ORDER BY last DESC, n DESC, source",
+        [symbol, timeframe],
+    )
+    if rows.empty:
+        raise DataValidationError(
+            f"no {timeframe} candles stored for {symbol}: run `sextant ingest` first",
+            field="symbol",
+        )
+    if preferred == "auto":
+        return str(rows["source"].iloc[0])
+    if preferred not in set(rows["source"]):
+        raise DataValidationError(
+            f"no {timeframe} candles of source {preferred!r} for {symbol} (stored: {sorted(rows['source'])})",
+            field="candle_source",
+        )
+    return preferred
+
+
+def load_alt_data(store: MarketStore, symbol: str) -> AltData:
+    """Funding of the symbol's perpetual, Fear & Greed and news, deduplicated across sources."""
+    funding = store.query(
+        "SELECT event_ts, min(available_at) AS available_at, any_value(funding_rate ORDER BY source) AS funding_rate "
+        "FROM funding_rates WHERE symbol = ? GROUP BY event_ts ORDER BY event_ts",
+        [perp_symbol(symbol)],
+    )
+    fear_greed = store.query(
+        "SELECT event_ts, min(available_at) AS available_at, any_value(value ORDER BY source) AS value "
+        "FROM fear_greed GROUP BY event_ts ORDER BY event_ts"
+    )
+    news = store.query(
+        "SELECT min(event_ts) AS event_ts, min(available_at) AS available_at, any_value(sentiment ORDER BY source) AS sentiment "
+        "FROM news GROUP BY news_id ORDER BY available_at"
+    )
+    return AltData(funding=funding, fear_greed=fear_greed, news=news)
+
+
+def _fingerprint(store: MarketStore, symbol: str, timeframe: str, source: str) -> str:
+    parts = (
+        store.query(
+            "SELECT (SELECT concat(count(*), '/', max(event_ts)) FROM candles "
+            "        WHERE source = ? AND symbol = ? AND timeframe = ?) AS candles, "
+            "(SELECT concat(count(*), '/', max(available_at)) FROM funding_rates WHERE symbol = ?) AS funding, "
+            "(SELECT concat(count(*), '/', max(available_at)) FROM fear_greed) AS fng, "
+            "(SELECT concat(count(*), '/', max(available_at)) FROM news) AS news",
+            [source, symbol, timeframe, perp_symbol(symbol)],
+        )
+        .iloc[0]
+        .to_dict()
+    )
+    definitions = [(f.name, f.kind.value, f.window, f.warmup) for f in FEATURES]
+    payload = json.dumps(
+        {"source": source, "timeframe": timeframe, "inputs": parts, "defs": definitions},
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def build_features(
+    settings: Settings, *, symbols: tuple[str, ...] | None = None, force: bool = False
+) -> BuildReport:
+    """Recompute the feature tables of the symbols whose inputs changed since the last build."""
+    started = time.perf_counter()
+    features_dir = settings.paths.features_dir
+    features_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = features_dir / MANIFEST
+    manifest: dict[str, str] = (
+        json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    )
+    timeframe = settings.timeframe
+    report = BuildReport()
+    computed: dict[str, pd.DataFrame] = {}
+    fingerprints: dict[str, str] = {}
+    with MarketStore(settings.paths.market_db, read_only=True) as store:
+        for symbol in symbols or settings.symbols:
+            source = choose_candle_source(store, symbol, timeframe, settings.candle_source)
+            fingerprint = _fingerprint(store, symbol, timeframe, source)
+            if not force and manifest.get(symbol) == fingerprint and _tables_exist(features_dir):
+                report.skipped.append(symbol)
+                continue
+            candles = store.candles(symbol, timeframe, source=source)
+            computed[symbol] = compute_features(candles, timeframe, load_alt_data(store, symbol))
+            fingerprints[symbol] = fingerprint
+            report.rebuilt.append(symbol)
+    for kind, view in FEATURE_VIEWS.items():
+        report.views.append(_write_view(features_dir, kind, view, computed))
+    manifest.update(fingerprints)
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _tables_exist(features_dir: Path) -> bool:
+    return all(view_path(features_dir, view).exists() for view in FEATURE_VIEWS.values())
+
+
+def _write_view(
+    features_dir: Path, kind: Kind, view: str, computed: dict[str, pd.DataFrame]
+) -> ViewBuild:
+    started = time.perf_counter()
+    path = view_path(features_dir, view)
+    names = [f.name for f in FEATURES if f.kind is kind]
+    previous = pd.read_parquet(path) if path.exists() else None
+    if not computed and previous is not None:
+        return ViewBuild(
+            view, rows=len(previous), rows_added=0, seconds=time.perf_counter() - started
+        )
+    kept = previous[~previous["symbol"].isin(list(computed))] if previous is not None else None
+    fresh = [frame.loc[:, [*KEY_COLUMNS, *names]] for frame in computed.values()]
+    parts = [p for p in (kept, *fresh) if p is not None and len(p)]
+    table = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=[*KEY_COLUMNS, *names])
+    )
+    table = table.sort_values(["symbol", "available_at"], kind="stable").reset_index(drop=True)
+    before = 0 if previous is None else len(previous)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp, compression="zstd")
+    tmp.replace(path)  # readers never see a half-written table
+    return ViewBuild(
+        view, rows=len(table), rows_added=len(table) - before, seconds=time.perf_counter() - started
+    )

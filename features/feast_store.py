@@ -1,0 +1,539 @@
+"""Feast read/write helpers: apply the declarations, materialize, point-in-time training frames, online reads.
+
+Everything follows the active home: the registry and the sqlite online store live under
+`<home>/feast/`, the parquet tables (written by `sextant features build`) under
+`<home>/features/`. `feast` is imported lazily: importing it costs seconds and sets environment
+variables (prometheus multiprocess directory), which importing this module must not do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import FEATURE_VIEWS, Kind, by_name, service_features
+from features.feast_declarations import Declarations, load_declarations
+from sextant.errors import ConfigError, DataValidationError
+from sextant.paths import StatePaths
+from sextant.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
+
+__all__ = [
+    "FeastStore",
+    "ViewReport",
+    "apply_repo",
+    "feast_config",
+    "materialize",
+    "online_features",
+    "training_frame",
+]
+
+log = logging.getLogger(__name__)
+
+BUILD_HINT = "run `sextant features build`"
+MATERIALIZE_HINT = "run `sextant features materialize`"
+ENTITY_COLUMNS = ("symbol", "event_timestamp")
+# Views whose rows are bar closes: a training row is a bar close, never an alternative-data time.
+BAR_VIEWS = (FEATURE_VIEWS[Kind.TA], FEATURE_VIEWS[Kind.STAT])
+_ONE_US = timedelta(microseconds=1)
+_ROW = "__entity_row"  # restores the caller's row order: Feast returns rows in its own order
+
+
+@dataclass(frozen=True, slots=True)
+class ViewReport:
+    """What one materialization of one feature view wrote into the online store."""
+
+    view: str
+    rows: int  # table rows loaded: newer than what the online store held for their symbol
+    start: datetime
+    end: datetime
+    seconds: float
+    incremental: bool  # False for the view's first (backfill) run
+
+    def to_json(self) -> dict[str, Any]:
+        """The `sextant features materialize --json` record."""
+        return {
+            "view": self.view,
+            "rows": self.rows,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "incremental": self.incremental,
+        }
+
+
+def feast_config(paths: StatePaths) -> RepoConfig:
+    """Feast configuration of one home: file registry, sqlite online store, duckdb offline store."""
+    from feast import RepoConfig
+
+    return RepoConfig(
+        project="sextant",
+        provider="local",
+        registry=str(paths.feast_dir / "registry.db"),
+        online_store={"type": "sqlite", "path": str(paths.feast_dir / "online.db")},
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,  # 0.67's default; lower versions are deprecated
+        repo_path=str(paths.feast_dir),
+    )
+
+
+class FeastStore:
+    """One home's feature store: declarations bound to its tables, its registry and online store.
+
+    Hold one per process for repeated online reads; the module-level functions open one per call.
+    """
+
+    def __init__(self, settings: Settings, *, repo_dir: Path | None = None) -> None:
+        self.paths = settings.paths
+        self._repo_dir = repo_dir
+        self._declarations: Declarations | None = None
+        self._store: FeatureStore | None = None
+        self._services: dict[str, FeatureService] = {}
+
+    @property
+    def declarations(self) -> Declarations:
+        """The repo's declarations, sources bound to this home's features directory."""
+        if self._declarations is None:
+            self._declarations = load_declarations(self.paths.features_dir, self._repo_dir)
+        return self._declarations
+
+    @property
+    def store(self) -> FeatureStore:
+        """The underlying Feast `FeatureStore` (created on first use)."""
+        if self._store is None:
+            from feast import FeatureStore
+
+            self._store = FeatureStore(config=feast_config(self.paths))
+        return self._store
+
+    def table_path(self, view: str) -> Path:
+        """The parquet table a feature view reads."""
+        return self.paths.features_dir / f"{view}.parquet"
+
+    def apply(self) -> None:
+        """Register the declarations (idempotent); re-run whenever the home moves."""
+        self.paths.feast_dir.mkdir(parents=True, exist_ok=True)
+        self.store.apply(self.declarations.all())
+        self._services.clear()
+
+    def materialize(self, *, end: datetime | None = None) -> list[ViewReport]:
+        """Apply, then load each view's rows not yet online, up to ``end``, into the online store.
+
+        ``end`` defaults to just after each table's latest ``available_at`` (data may be
+        historical, so never wall-clock now). What is new is judged per symbol against the
+        timestamp the online store holds for it, not against Feast's per-view watermark
+        (`materialize_incremental`): that watermark would skip the catch-up rows of a symbol
+        whose ingest lagged behind another's, and its first run (now - ttl) skips history.
+        As in Feast, an explicit ``end`` earlier than what is online rewinds the symbols that
+        have rows in the loaded interval to their latest row at or before ``end``.
+        """
+        tables = {
+            v.name: self._read(v.name, ["symbol", "available_at"]) for v in self.declarations.views
+        }
+        for name, table in tables.items():
+            if table.empty:
+                raise DataValidationError(
+                    f"feature table for view {name!r} has no rows; {BUILD_HINT}",
+                    origin=str(self.table_path(name)),
+                )
+        self.apply()
+        return [self._materialize_view(v, tables[v.name], end) for v in self.declarations.views]
+
+    def _materialize_view(
+        self, view: FeatureView, table: pd.DataFrame, end: datetime | None
+    ) -> ViewReport:
+        began = time.perf_counter()
+        view_end = _utc(end, "end") if end is not None else _after(table["available_at"].max())
+        incremental = bool(self.store.get_feature_view(view.name).materialization_intervals)
+        online = self._online_watermarks(view, sorted(set(table["symbol"])))
+        known = table["symbol"].map(online)  # NaT where the symbol is not online yet
+        at = table["available_at"].dt.floor("us")  # Feast keeps microseconds
+        new = at[(known.isna() | (at > known)) & (at <= view_end)]
+        start = _at_or_before(new.min()) if not new.empty else view_end
+        if not new.empty:
+            with _quiet():
+                self.store.materialize(start, view_end, feature_views=[view.name])
+        return ViewReport(
+            view=view.name,
+            rows=len(new),
+            start=start,
+            end=view_end,
+            seconds=time.perf_counter() - began,
+            incremental=incremental,
+        )
+
+    def _online_watermarks(self, view: FeatureView, symbols: list[str]) -> pd.Series:
+        """Per symbol, the ``available_at`` of the row the online store holds for ``view``."""
+        from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+        feature = f"{view.name}:{view.features[0].name}"
+        response = self.store.get_online_features(
+            features=[feature], entity_rows=[{"symbol": s} for s in symbols]
+        )
+        names = list(response.proto.metadata.feature_names.val)
+        vector = response.proto.results[names.index(view.features[0].name)]
+        held = {
+            symbol: pd.Timestamp(vector.event_timestamps[row].ToDatetime(), tz="UTC")
+            for row, symbol in enumerate(symbols)
+            if vector.statuses[row] != FieldStatus.NOT_FOUND
+        }
+        return pd.Series(held, dtype="datetime64[ns, UTC]")
+
+    def training_frame(
+        self,
+        feature_service: str,
+        symbols: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        entity_df: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Point-in-time features of a service at every bar close of ``symbols`` in [start, end].
+
+        Alternatively ``entity_df`` (columns symbol, event_timestamp) asks for arbitrary times;
+        rows come back in its order. Columns: symbol, event_timestamp (UTC), then the service's
+        features in registry order; a value not yet available at a row's time is NaN.
+        """
+        names = _service_names(feature_service)
+        views = _service_views(names)
+        for view in views:
+            self._require_table(view)
+        if entity_df is None:
+            if symbols is None or start is None or end is None:
+                raise ConfigError(
+                    "training_frame needs symbols, start and end, or an explicit entity_df"
+                )
+            entities = self._bar_closes(symbols, _utc(start, "start"), _utc(end, "end"))
+        else:
+            if symbols is not None or start is not None or end is not None:
+                raise ConfigError(
+                    "training_frame takes either symbols/start/end or entity_df, not both"
+                )
+            entities = self._checked_entities(entity_df)
+        if entities.empty:
+            return _empty_frame(names)
+        self._ensure_applied()  # the registry must point at this home's tables
+        service = self._service(feature_service)
+        with _quiet():
+            job = self.store.get_historical_features(
+                entity_df=entities.assign(**{_ROW: range(len(entities))}), features=service
+            )
+            result = job.to_df().sort_values(_ROW).reset_index(drop=True)
+        result["event_timestamp"] = _as_utc_ns(result["event_timestamp"])
+        return result[[*ENTITY_COLUMNS, *names]].astype(dict.fromkeys(names, "float64"))
+
+    def online_features(self, feature_service: str, symbols: Sequence[str]) -> pd.DataFrame:
+        """Latest materialized features of a service per symbol: symbol, then features in order."""
+        names = _service_names(feature_service)
+        frame = pd.DataFrame(self.online_array(feature_service, symbols), columns=list(names))
+        frame.insert(0, "symbol", list(symbols))
+        return frame
+
+    def online_array(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
+        """The same values as `online_features` as a float64 matrix (symbols x features): no pandas."""
+        names = _service_names(feature_service)
+        if not symbols:
+            return np.empty((0, len(names)))
+        if not (self.paths.feast_dir / "registry.db").exists():
+            raise ConfigError(f"no Feast registry in {self.paths.feast_dir}; {MATERIALIZE_HINT}")
+        response = self.store.get_online_features(
+            features=self._service(feature_service),
+            entity_rows=[{"symbol": s} for s in symbols],
+        )
+        matrix, found = _read_response(response.proto, names, len(symbols))
+        missing = [s for s, ok in zip(symbols, found, strict=True) if not ok]
+        if missing:
+            raise DataValidationError(
+                f"no online features of {feature_service!r} for symbol(s) {', '.join(missing)}; "
+                f"{MATERIALIZE_HINT} (and {BUILD_HINT} if the symbol is new)",
+                origin=str(self.paths.feast_dir / "online.db"),
+                field="symbol",
+            )
+        return matrix
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _ensure_applied(self) -> None:
+        """Apply only when the registry lacks a declaration or holds another version of it.
+
+        Reads stay read-only in the common case: Feast rewrites its file registry in place, so an
+        apply racing another process's read is best avoided. Specs hold the source paths, so a
+        home that moved is re-applied.
+        """
+        if not self._registry_is_current():
+            self.apply()
+
+    def _registry_is_current(self) -> bool:
+        from feast.errors import FeastObjectNotFoundException, ProjectNotFoundException
+
+        if not (self.paths.feast_dir / "registry.db").is_file():
+            return False
+        declared = self.declarations
+        lookups = (
+            (self.store.get_entity, declared.entities),
+            (self.store.get_feature_view, declared.views),
+            (self.store.get_feature_service, declared.services),
+        )
+        try:
+            return all(
+                get(obj.name).to_proto().spec == obj.to_proto().spec
+                for get, objects in lookups
+                for obj in objects
+            )
+        except (FeastObjectNotFoundException, ProjectNotFoundException):
+            return False
+
+    def _service(self, name: str) -> FeatureService:
+        """The registered service (cached: the hot path of online reads)."""
+        service = self._services.get(name)
+        if service is None:
+            from feast.errors import FeatureServiceNotFoundException
+
+            self.declarations.service(name)  # ConfigError when the repo does not declare it
+            try:
+                service = self.store.get_feature_service(name)
+            except FeatureServiceNotFoundException:
+                raise ConfigError(
+                    f"feature service {name!r} is not in the Feast registry of {self.paths.feast_dir}; "
+                    f"{MATERIALIZE_HINT}"
+                ) from None
+            self._services[name] = service
+        return service
+
+    def _require_table(self, view: str) -> Path:
+        path = self.table_path(view)
+        if not path.is_file():
+            raise DataValidationError(
+                f"feature table for view {view!r} not built yet; {BUILD_HINT}", origin=str(path)
+            )
+        return path
+
+    def _read(self, view: str, columns: list[str]) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        path = self._require_table(view)
+        try:
+            present = set(pq.read_schema(path).names)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataValidationError(
+                f"unreadable feature table ({exc}); {BUILD_HINT}", origin=str(path)
+            ) from exc
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise DataValidationError(
+                f"feature table for view {view!r} lacks column(s) {', '.join(missing)}; {BUILD_HINT}",
+                origin=str(path),
+                field=missing[0],
+            )
+        frame = pd.read_parquet(path, columns=columns)
+        frame["available_at"] = _as_utc_ns(frame["available_at"], origin=path)
+        return frame
+
+    def _bar_rows(self) -> pd.DataFrame:
+        frames = [self._read(v, ["symbol", "available_at"]) for v in BAR_VIEWS]
+        return pd.concat(frames, ignore_index=True).drop_duplicates()
+
+    def _require_symbols(self, symbols: Sequence[str], known: set[str]) -> None:
+        missing = [s for s in dict.fromkeys(symbols) if s not in known]
+        if missing:
+            raise DataValidationError(
+                f"no feature rows for symbol(s) {', '.join(missing)} (tables have: "
+                f"{', '.join(sorted(known)) or 'none'}); add them to SEXTANT_SYMBOLS, ingest, "
+                f"then {BUILD_HINT}",
+                origin=str(self.paths.features_dir),
+                field="symbol",
+            )
+
+    def _bar_closes(self, symbols: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+        if start > end:
+            raise ConfigError(f"training_frame start {start} is after end {end}")
+        rows = self._bar_rows()
+        self._require_symbols(symbols, set(rows["symbol"]))
+        order = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
+        chosen = rows[
+            rows["symbol"].isin(order)
+            & (rows["available_at"] >= start)
+            & (rows["available_at"] <= end)
+        ]
+        chosen = chosen.assign(_order=chosen["symbol"].map(order)).sort_values(
+            ["_order", "available_at"]
+        )
+        return pd.DataFrame(
+            {
+                "symbol": chosen["symbol"].to_numpy(dtype=object),
+                "event_timestamp": chosen["available_at"].to_numpy(),
+            }
+        ).astype({"event_timestamp": "datetime64[ns, UTC]"})
+
+    def _checked_entities(self, entity_df: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in ENTITY_COLUMNS if c not in entity_df.columns]
+        if missing:
+            raise DataValidationError(
+                f"entity_df lacks column(s) {', '.join(missing)}", origin="entity_df"
+            )
+        entities = entity_df[list(ENTITY_COLUMNS)].reset_index(drop=True)
+        entities["event_timestamp"] = _as_utc_ns(entities["event_timestamp"], origin="entity_df")
+        self._require_symbols(entities["symbol"].tolist(), set(self._bar_rows()["symbol"]))
+        return entities
+
+
+def apply_repo(settings: Settings, *, repo_dir: Path | None = None) -> None:
+    """Register the feature repo's declarations in the home's Feast registry."""
+    FeastStore(settings, repo_dir=repo_dir).apply()
+
+
+def materialize(
+    settings: Settings, *, end: datetime | None = None, repo_dir: Path | None = None
+) -> list[ViewReport]:
+    """Apply, then load new feature rows into the online store: backfill once, then incremental."""
+    return FeastStore(settings, repo_dir=repo_dir).materialize(end=end)
+
+
+def training_frame(
+    feature_service: str,
+    symbols: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    settings: Settings,
+    entity_df: pd.DataFrame | None = None,
+    repo_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Point-in-time training rows of a feature service (see `FeastStore.training_frame`)."""
+    store = FeastStore(settings, repo_dir=repo_dir)
+    return store.training_frame(feature_service, symbols, start, end, entity_df=entity_df)
+
+
+def online_features(
+    feature_service: str,
+    symbols: Sequence[str],
+    *,
+    settings: Settings,
+    repo_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Latest online features of a service per symbol (see `FeastStore.online_features`)."""
+    return FeastStore(settings, repo_dir=repo_dir).online_features(feature_service, symbols)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _service_names(feature_service: str) -> tuple[str, ...]:
+    try:
+        return service_features(feature_service)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+
+
+def _service_views(names: tuple[str, ...]) -> list[str]:
+    features = by_name()
+    return list(dict.fromkeys(FEATURE_VIEWS[features[n].kind] for n in names))
+
+
+def _empty_frame(names: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "symbol": pd.Series(dtype=object),
+            "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+        }
+    )
+    for name in names:
+        frame[name] = pd.Series(dtype="float64")
+    return frame
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    """A tz-aware datetime converted to UTC; naive times are refused (they are ambiguous)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+
+
+def _at_or_before(earliest: pd.Timestamp) -> datetime:
+    """``earliest`` in microseconds (the precision Feast keeps for intervals), never later."""
+    result: datetime = earliest.floor("us").to_pydatetime()
+    return result
+
+
+def _after(latest: pd.Timestamp) -> datetime:
+    """Just after ``latest``, in microseconds (the precision Feast keeps for intervals)."""
+    result: datetime = (latest.floor("us") + _ONE_US).to_pydatetime()
+    return result
+
+
+def _as_utc_ns(column: pd.Series, *, origin: object = None) -> pd.Series:
+    if not isinstance(column.dtype, pd.DatetimeTZDtype):
+        raise DataValidationError(
+            f"expected tz-aware UTC timestamps, got dtype {column.dtype}",
+            origin=None if origin is None else str(origin),
+            field=str(column.name),
+        )
+    converted: pd.Series = column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return converted
+
+
+def _read_response(proto: Any, names: tuple[str, ...], rows: int) -> tuple[np.ndarray, list[bool]]:
+    """Values of ``names`` (NaN where null or absent) and, per row, whether anything was found.
+
+    Reads the response proto directly: `OnlineResponse.to_dict` converts value by value and
+    costs about as much as the store read itself (this is the serving hot path).
+    """
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    by_name = dict(zip(proto.metadata.feature_names.val, proto.results, strict=True))
+    absent = [name for name in names if name not in by_name]
+    if absent:  # the registry holds an older version of the service
+        raise ConfigError(
+            f"the registered feature service lacks {', '.join(absent)}; {MATERIALIZE_HINT}"
+        )
+    vectors = [by_name[name] for name in names]
+    found = [any(v.statuses[row] != FieldStatus.NOT_FOUND for v in vectors) for row in range(rows)]
+    matrix = np.array(
+        [
+            [x.double_val if x.HasField("double_val") else _scalar(x) for x in vector.values]
+            for vector in vectors
+        ],
+        dtype="float64",
+    ).T
+    return matrix, found
+
+
+def _scalar(value: Any) -> float:
+    """A non-double online value: null or absent is NaN; another number is widened."""
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return float("nan")
+    number = getattr(value, kind)
+    if not isinstance(number, int | float):
+        raise DataValidationError(f"online feature value of kind {kind} is not a number")
+    return float(number)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep Feast's progress prints off stdout (callers report ViewReports); log them at DEBUG.
+
+    Also hides ibis 12's `fetch_arrow_table` DeprecationWarning under duckdb 1.5 (STACK-NOTES):
+    it comes from inside the offline store and users cannot act on it.
+    """
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning
+        )
+        yield
+    if captured.getvalue().strip():
+        log.debug("feast: %s", captured.getvalue().strip())
