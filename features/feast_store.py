@@ -212,11 +212,15 @@ class FeastStore:
         for view in views:
             self._require_table(view)
         if entity_df is None:
-            if symbols is None or start is None or end is None:
+            if symbols is None:
                 raise ConfigError(
-                    "training_frame needs symbols, start and end, or an explicit entity_df"
+                    "training_frame needs symbols (start/end optional) or an entity_df"
                 )
-            entities = self._bar_closes(symbols, _utc(start, "start"), _utc(end, "end"))
+            entities = self._bar_closes(
+                symbols,
+                None if start is None else _utc(start, "start"),
+                None if end is None else _utc(end, "end"),
+            )
         else:
             if symbols is not None or start is not None or end is not None:
                 raise ConfigError(
@@ -357,17 +361,21 @@ class FeastStore:
                 field="symbol",
             )
 
-    def _bar_closes(self, symbols: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
-        if start > end:
+    def _bar_closes(
+        self, symbols: Sequence[str], start: datetime | None, end: datetime | None
+    ) -> pd.DataFrame:
+        """Every bar close of the symbols within [start, end] (an open end is unbounded)."""
+        if start is not None and end is not None and start > end:
             raise ConfigError(f"training_frame start {start} is after end {end}")
         rows = self._bar_rows()
         self._require_symbols(symbols, set(rows["symbol"]))
         order = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
-        chosen = rows[
-            rows["symbol"].isin(order)
-            & (rows["available_at"] >= start)
-            & (rows["available_at"] <= end)
-        ]
+        keep = rows["symbol"].isin(order)
+        if start is not None:
+            keep &= rows["available_at"] >= start
+        if end is not None:
+            keep &= rows["available_at"] <= end
+        chosen = rows[keep]
         chosen = chosen.assign(_order=chosen["symbol"].map(order)).sort_values(
             ["_order", "available_at"]
         )

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from features.ingest.store import MarketStore
 from flows.features import features_flow
 from flows.ingest import ingest_flow
+from flows.train import train_flow
 from sextant.settings import load_settings
 
 __all__ = ["pipeline_flow"]
@@ -26,13 +27,31 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Ingest the bundled sample, report the store, build and materialize features."""
+    """Ingest the bundled sample, report the store, build and materialize features, train, promote."""
     ingested = ingest_flow(source="sample", home=home)
     status = data_status(home)
     built = features_flow(home=home)
+    trained = train_flow(quick=True, home=home)
     return {
         "ingest": ingested,
         "status": status,
         "features build": built["build"]["views"],
         "features materialize": built["materialize"],
+        "train": [_train_row(r) for r in trained["trained"]],
+        "promote": [
+            {k: d[k] for k in ("family", "promoted", "reason", "detail", "challenger_version")}
+            for d in trained["promotions"]
+        ],
+    }
+
+
+def _train_row(report: dict[str, Any]) -> dict[str, Any]:
+    metrics = report["metrics"]
+    keep = ("auc", "log_loss", "ic", "qlike", "var99_exceedance_rate", "kupiec_p")
+    return {
+        "family": report["family"],
+        "version": report["model_version"],
+        **{k: round(float(metrics[k]), 5) for k in keep if k in metrics},
+        "onnx_p99_ms": round(report["latency_ms"]["p99"], 4),
+        "seconds": round(report["seconds"], 1),
     }

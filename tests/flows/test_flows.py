@@ -70,7 +70,8 @@ def test_a_refused_request_is_not_retried(fake: FakeBinance, fast_retries: Path)
     assert len(fake.requests_to(KLINES)) == 1  # no task retry, no source retry
 
 
-def test_pipeline_ingests_the_sample_and_reports_status(fast_retries: Path) -> None:
+@pytest.mark.slow
+def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None:
     summary = pipeline_flow()
 
     status = {(row["dataset"], row["symbol"]): row for row in summary["status"]}

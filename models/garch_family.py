@@ -1,0 +1,279 @@
+"""GARCH as a served family: per-symbol fits in one ONNX graph, and walk-forward evaluation.
+
+Serving feeds ``symbol_index`` (position in the model's symbol list, stored in the graph's
+metadata), the latest return and its conditional variance; the graph gathers that symbol's
+parameters and applies the one-step recursion of ``models.garch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pandas as pd
+from onnx import TensorProto, helper, numpy_helper
+
+from models.cv import purged_walk_forward
+from models.garch import (
+    GarchConfig,
+    GarchFit,
+    GarchModel,
+    filter_variance,
+    standardized_quantile,
+    value_at_risk,
+)
+from models.metrics import volatility_metrics
+from models.onnx_garch import (
+    INPUT_RETURN,
+    INPUT_VARIANCE,
+    OPSET,
+    OUTPUT_VARIANCE,
+    PARITY_TOLERANCE,
+    ParityReport,
+)
+from sextant.errors import DataValidationError
+
+__all__ = [
+    "INPUT_SYMBOL",
+    "GarchEvaluation",
+    "evaluate_garch",
+    "garch_multi_onnx",
+    "garch_multi_parity",
+    "rolling_variance_baseline",
+]
+
+INPUT_SYMBOL = "symbol_index"
+BASELINE_WINDOW = 24
+VAR_LEVEL = 0.99
+
+
+def garch_multi_onnx(fits: Mapping[str, GarchFit]) -> onnx.ModelProto:
+    """One graph for every symbol's fit: inputs symbol_index [N,1] int64, last_return, last_variance."""
+    symbols = sorted(fits)
+    if not symbols:
+        raise DataValidationError("no GARCH fits to export")
+    arrays = {
+        name: np.array([getattr(fits[s].params, name) for s in symbols], dtype=np.float64)
+        for name in ("mu", "omega", "alpha", "gamma", "beta")
+    }
+    initializers = [
+        numpy_helper.from_array(values, name=f"{name}_table") for name, values in arrays.items()
+    ]
+    initializers += [
+        numpy_helper.from_array(np.array(0.0, dtype=np.float64), name="zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), name="squeeze_axis"),
+    ]
+    nodes = [
+        helper.make_node(
+            "Squeeze", [INPUT_SYMBOL, "squeeze_axis"], ["symbol_flat"], name="flatten_index"
+        )
+    ]
+    for name in arrays:
+        nodes.append(
+            helper.make_node(
+                "Gather",
+                [f"{name}_table", "symbol_flat"],
+                [f"{name}_flat"],
+                axis=0,
+                name=f"gather_{name}",
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Unsqueeze", [f"{name}_flat", "squeeze_axis"], [name], name=f"column_{name}"
+            )
+        )
+    nodes += [
+        helper.make_node("Sub", [INPUT_RETURN, "mu"], ["eps"], name="residual"),
+        helper.make_node("Mul", ["eps", "eps"], ["eps_sq"], name="residual_squared"),
+        helper.make_node("Less", ["eps", "zero"], ["is_negative"], name="gjr_indicator"),
+        helper.make_node("Add", ["alpha", "gamma"], ["alpha_plus_gamma"], name="asymmetric_alpha"),
+        helper.make_node(
+            "Where", ["is_negative", "alpha_plus_gamma", "alpha"], ["arch_coef"], name="arch_coef"
+        ),
+        helper.make_node("Mul", ["arch_coef", "eps_sq"], ["arch_term"], name="arch_term"),
+        helper.make_node(
+            "Add", ["omega", "arch_term"], ["omega_plus_arch"], name="omega_plus_arch"
+        ),
+        helper.make_node("Mul", ["beta", INPUT_VARIANCE], ["garch_term"], name="garch_term"),
+        helper.make_node("Add", ["omega_plus_arch", "garch_term"], [OUTPUT_VARIANCE], name="next"),
+    ]
+    column: list[str | int | None] = ["N", 1]
+    graph = helper.make_graph(
+        nodes,
+        "garch_one_step_multi",
+        inputs=[
+            helper.make_tensor_value_info(INPUT_SYMBOL, TensorProto.INT64, column),
+            helper.make_tensor_value_info(INPUT_RETURN, TensorProto.DOUBLE, column),
+            helper.make_tensor_value_info(INPUT_VARIANCE, TensorProto.DOUBLE, column),
+        ],
+        outputs=[helper.make_tensor_value_info(OUTPUT_VARIANCE, TensorProto.DOUBLE, column)],
+        initializer=initializers,
+    )
+    opset = helper.make_opsetid("", OPSET)
+    model = helper.make_model(
+        graph,
+        opset_imports=[opset],
+        ir_version=helper.find_min_ir_version_for([opset]),
+        producer_name="sextant",
+        doc_string="GARCH(1,1) one-step conditional variance per symbol, unscaled return units",
+    )
+    first = fits[symbols[0]].config
+    helper.set_model_props(
+        model,
+        {
+            "family": "garch",
+            "symbols": json.dumps(symbols),
+            "dist": first.dist,
+            "gjr": str(first.gjr).lower(),
+            "var99_quantile": json.dumps(
+                {s: standardized_quantile(fits[s].params, VAR_LEVEL) for s in symbols}
+            ),
+            "nu": json.dumps({s: fits[s].params.nu for s in symbols}),
+        },
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def garch_multi_parity(
+    model: onnx.ModelProto,
+    fits: Mapping[str, GarchFit],
+    samples: Mapping[str, pd.Series],
+    *,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ParityReport:
+    """ONNX against each symbol's native recursion on held-out returns continued from its final state."""
+    import onnxruntime as ort
+
+    symbols = sorted(fits)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    worst = (0.0, "", 0)
+    n = 0
+    for index, symbol in enumerate(symbols):
+        fit = fits[symbol]
+        returns = samples[symbol].to_numpy(dtype=np.float64)
+        variances = filter_variance(fit.params, returns, state=fit.final_state)
+        native = fit.params.next_variance(returns, variances)
+        feed = {
+            INPUT_SYMBOL: np.full((len(returns), 1), index, dtype=np.int64),
+            INPUT_RETURN: returns.reshape(-1, 1),
+            INPUT_VARIANCE: variances.reshape(-1, 1),
+        }
+        (out,) = session.run([OUTPUT_VARIANCE], feed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.abs(np.asarray(out).reshape(-1) - native) / np.abs(native)
+        rel = np.where(np.isfinite(rel), rel, math.inf)
+        n += len(rel)
+        if len(rel) and float(rel.max()) >= worst[0]:
+            worst = (float(rel.max()), symbol, int(np.argmax(rel)))
+    passed = worst[0] <= tolerance and n > 0
+    verdict = "passed" if passed else "failed"
+    message = (
+        f"ONNX GARCH parity {verdict}: max relative error {worst[0]:.3g} over {n} rows of {len(symbols)} symbols "
+        f"(tolerance {tolerance:.0e})" + ("" if passed else f"; worst: {worst[1]} row {worst[2]}")
+    )
+    return ParityReport(
+        max_rel_err=worst[0], n=n, passed=passed, tolerance=tolerance, message=message
+    )
+
+
+def rolling_variance_baseline(
+    returns: pd.Series, window: int = BASELINE_WINDOW
+) -> npt.NDArray[np.float64]:
+    """Naive forecast of each bar's variance: mean squared return of the previous ``window`` bars."""
+    squared = returns.to_numpy(dtype=np.float64) ** 2
+    baseline = pd.Series(squared).rolling(window, min_periods=window).mean().shift(1)
+    return baseline.to_numpy(dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class GarchEvaluation:
+    """Out-of-fold variance forecasts (and the naive baseline) with per-fold and pooled metrics."""
+
+    oof: pd.DataFrame  # symbol, ts, fold, ret, forecast_var, baseline_var, var99
+    fold_metrics: list[dict[str, float]]
+    metrics: dict[str, float]
+
+
+def evaluate_garch(
+    returns: Mapping[str, pd.Series],
+    config: GarchConfig,
+    *,
+    n_splits: int,
+    min_train_bars: int,
+    embargo: pd.Timedelta,
+    bar: pd.Timedelta,
+    window: str = "expanding",
+    max_train_bars: int | None = None,
+) -> GarchEvaluation:
+    """Purged walk-forward per symbol: fit on each training block, forecast its test block."""
+    rows = []
+    for symbol, series in sorted(returns.items()):
+        ts = pd.Series(series.index, dtype="datetime64[ns, UTC]")
+        folds = purged_walk_forward(
+            ts,
+            ts + bar,  # the target (the next squared return) is known one bar later
+            n_splits=n_splits,
+            min_train_size=min_train_bars,
+            embargo=embargo,
+            min_embargo=bar,
+            window=window,  # type: ignore[arg-type]
+            max_train_size=max_train_bars,
+        )
+        values = series.to_numpy(dtype=np.float64)
+        baseline = rolling_variance_baseline(series)
+        for fold in folds:
+            fit = GarchModel(config).fit(
+                series.iloc[fold.train], origin=f"{symbol} fold {fold.index}"
+            )
+            last_train = int(fold.train.max())
+            ahead = values[last_train + 1 : int(fold.test.max()) + 1]
+            forecast = filter_variance(fit.params, ahead, state=fit.final_state)
+            positions = fold.test - (last_train + 1)
+            test_var = forecast[positions]
+            var99 = value_at_risk(fit.params, VAR_LEVEL, test_var)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "symbol": symbol,
+                        "ts": ts.iloc[fold.test].to_numpy(),
+                        "fold": fold.index,
+                        "ret": values[fold.test],
+                        "forecast_var": test_var,
+                        "baseline_var": baseline[fold.test],
+                        "var99": var99,
+                    }
+                )
+            )
+    oof = pd.concat(rows, ignore_index=True)
+    fold_metrics = [_vol_metrics(group) for _, group in oof.groupby("fold", sort=True)]
+    return GarchEvaluation(oof=oof, fold_metrics=fold_metrics, metrics=_vol_metrics(oof))
+
+
+def _vol_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    metrics = volatility_metrics(
+        frame["ret"].to_numpy(dtype=np.float64),
+        frame["forecast_var"].to_numpy(dtype=np.float64),
+        frame["var99"].to_numpy(dtype=np.float64),
+    )
+    usable = frame["baseline_var"].notna() & (frame["baseline_var"] > 0)
+    base = volatility_metrics(
+        frame.loc[usable, "ret"].to_numpy(dtype=np.float64),
+        frame.loc[usable, "baseline_var"].to_numpy(dtype=np.float64),
+        frame.loc[usable, "var99"].to_numpy(dtype=np.float64),
+    )
+    same_rows = volatility_metrics(
+        frame.loc[usable, "ret"].to_numpy(dtype=np.float64),
+        frame.loc[usable, "forecast_var"].to_numpy(dtype=np.float64),
+        frame.loc[usable, "var99"].to_numpy(dtype=np.float64),
+    )
+    out = {k: float(v) for k, v in metrics.items()}
+    out["baseline_qlike"] = float(base["qlike"])
+    out["qlike_vs_baseline_rows"] = float(same_rows["qlike"])
+    return out

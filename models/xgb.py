@@ -1,0 +1,279 @@
+"""XGBoost direction family: gradient-boosted trees on one row of features, exported to ONNX.
+
+Missing values (NaN, e.g. funding before a perpetual listed) are left to XGBoost, which learns a
+default direction per split; the ONNX converter carries that direction into the tree ensemble's
+``nodes_missing_value_tracks_true``, so serving feeds NaN as is. Early stopping watches log loss
+on the latest ``validation_fraction`` of the training timestamps (``models.direction_rows``), and
+the booster is cut to its best iteration, so ``predict_proba`` and the ONNX graph use the same
+trees. Those tail rows are not refitted afterwards: the trees are the ones early stopping chose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pandas as pd
+from onnx import TensorProto, helper, numpy_helper
+
+from models.direction_rows import (
+    check_features,
+    check_index,
+    check_training_rows,
+    validation_tail,
+)
+from models.protocol import DirectionDataset, IndexArray
+from sextant.errors import ConfigError, ModelUnavailableError
+
+if TYPE_CHECKING:
+    import xgboost
+
+__all__ = ["INPUT_FEATURES", "OUTPUT_P_UP", "XgbConfig", "XgbDirectionModel"]
+
+INPUT_FEATURES = "features"
+OUTPUT_P_UP = "p_up"
+# onnxmltools 1.16 converts XGBoost for default-domain opsets up to 15 (it refuses 17)
+_ONNX_OPSET = 15
+
+
+@dataclass(frozen=True, slots=True)
+class XgbConfig:
+    """Booster hyperparameters, early stopping and the feature service the model reads."""
+
+    n_estimators: int = 400
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 5.0
+    reg_lambda: float = 1.0
+    early_stopping_rounds: int | None = 50  # None: no validation tail, all n_estimators trees
+    validation_fraction: float = 0.15  # latest share of training timestamps watched for stopping
+    seed: int = 42
+    n_jobs: int = 2
+    min_train_rows: int = 500
+    feature_service: str = "xgb_direction_v1"
+
+    def __post_init__(self) -> None:
+        positive_ints = {
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "n_jobs": self.n_jobs,
+        }
+        for name, value in positive_ints.items():
+            if value < 1:
+                raise ConfigError(f"xgb: {name} must be at least 1, got {value}")
+        if self.early_stopping_rounds is not None and self.early_stopping_rounds < 1:
+            raise ConfigError(
+                f"xgb: early_stopping_rounds must be None or >= 1, got {self.early_stopping_rounds}"
+            )
+        fractions = {"subsample": self.subsample, "colsample_bytree": self.colsample_bytree}
+        for name, fraction in fractions.items():
+            if not 0.0 < fraction <= 1.0:
+                raise ConfigError(f"xgb: {name} must be in (0, 1], got {fraction}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"xgb: learning_rate must be positive, got {self.learning_rate}")
+        if self.min_child_weight < 0 or self.reg_lambda < 0:
+            raise ConfigError(
+                f"xgb: min_child_weight and reg_lambda must be >= 0, got {self.min_child_weight}, {self.reg_lambda}"
+            )
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ConfigError(
+                f"xgb: validation_fraction must be in (0, 0.5), got {self.validation_fraction}"
+            )
+        if self.min_train_rows < 10:
+            raise ConfigError(f"xgb: min_train_rows must be at least 10, got {self.min_train_rows}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    booster: xgboost.Booster  # cut to the best iteration
+    features: tuple[str, ...]
+    best_iteration: int
+    best_validation_logloss: float | None
+    n_fit_rows: int
+    n_validation_rows: int
+
+
+class XgbDirectionModel:
+    """P(up) from an XGBoost binary:logistic booster (``DirectionModel`` protocol)."""
+
+    family: str = "xgb"
+
+    def __init__(self, config: XgbConfig | None = None) -> None:
+        self.config = config or XgbConfig()
+        self._fitted: _Fitted | None = None
+
+    def fit(self, data: DirectionDataset, train_idx: IndexArray) -> None:
+        """Fit on rows ``train_idx``, early-stopped on their latest timestamps."""
+        import xgboost
+
+        cfg = self.config
+        check_features(self.family, data, cfg.feature_service)
+        rows = check_index(self.family, data, train_idx)
+        check_training_rows(self.family, data, rows, min_rows=cfg.min_train_rows)
+        if cfg.early_stopping_rounds is None:
+            fit_idx, val_idx = rows, rows[:0]
+        else:
+            fit_idx, val_idx = validation_tail(self.family, data, rows, cfg.validation_fraction)
+
+        train = xgboost.DMatrix(data.X[fit_idx], label=data.y[fit_idx], missing=np.nan)
+        evals = []
+        if len(val_idx):
+            evals.append(
+                (
+                    xgboost.DMatrix(data.X[val_idx], label=data.y[val_idx], missing=np.nan),
+                    "validation",
+                )
+            )
+        history: dict[str, dict[str, list[float]]] = {}
+        booster = xgboost.train(
+            self._booster_params(),
+            train,
+            num_boost_round=cfg.n_estimators,
+            evals=evals,
+            early_stopping_rounds=cfg.early_stopping_rounds if evals else None,
+            evals_result=history,
+            verbose_eval=False,
+        )
+        if evals:
+            best = int(booster.best_iteration)
+            best_loss: float | None = float(history["validation"]["logloss"][best])
+        else:
+            best, best_loss = booster.num_boosted_rounds() - 1, None
+        # keep exactly the trees early stopping chose, for predict_proba and ONNX alike
+        booster = booster[: best + 1]
+        self._fitted = _Fitted(
+            booster=booster,
+            features=data.features,
+            best_iteration=best,
+            best_validation_logloss=best_loss,
+            n_fit_rows=len(fit_idx),
+            n_validation_rows=len(val_idx),
+        )
+
+    def predict_proba(self, data: DirectionDataset, idx: IndexArray) -> npt.NDArray[np.float64]:
+        """P(up) for rows ``idx``; NaN features follow the learned default directions."""
+        fitted = self._require_fitted()
+        check_features(self.family, data, self.config.feature_service)
+        rows = check_index(self.family, data, idx)
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float64)
+        p = fitted.booster.inplace_predict(data.X[rows], missing=np.nan)
+        out: npt.NDArray[np.float64] = np.asarray(p, dtype=np.float64).reshape(-1)
+        return out
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The booster as a TreeEnsembleClassifier graph with one output ``p_up`` [N, 1] float32."""
+        from onnxmltools import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        fitted = self._require_fitted()
+        n_features = len(fitted.features)
+        model: onnx.ModelProto = convert_xgboost(
+            fitted.booster,
+            name="xgb_direction",
+            initial_types=[(INPUT_FEATURES, FloatTensorType([None, n_features]))],
+            target_opset=_ONNX_OPSET,
+        )
+        _expose_p_up(model)
+        helper.set_model_props(
+            model,
+            {
+                "family": self.family,
+                "feature_service": self.config.feature_service,
+                "features": json.dumps(list(fitted.features)),
+                "best_iteration": str(fitted.best_iteration),
+                "missing_values": "NaN inputs follow the trees' learned default directions",
+            },
+        )
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+    def onnx_inputs(
+        self, data: DirectionDataset, idx: IndexArray
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """``{"features": float32 [len(idx), n_features]}``, NaN kept."""
+        self._require_fitted()
+        check_features(self.family, data, self.config.feature_service)
+        rows = check_index(self.family, data, idx)
+        return {INPUT_FEATURES: np.ascontiguousarray(data.X[rows], dtype=np.float32)}
+
+    def params(self) -> dict[str, Any]:
+        """Config, and once fitted: best iteration, tree count, row counts, top-10 gain importances."""
+        out: dict[str, Any] = {"family": self.family, **asdict(self.config)}
+        if self._fitted is None:
+            return out
+        fitted = self._fitted
+        out.update(
+            best_iteration=fitted.best_iteration,
+            n_trees=fitted.booster.num_boosted_rounds(),
+            n_fit_rows=fitted.n_fit_rows,
+            n_validation_rows=fitted.n_validation_rows,
+            importance_gain_top10={
+                k: float(v) for k, v in self.feature_importance().head(10).items()
+            },
+        )
+        if fitted.best_validation_logloss is not None:
+            out["best_validation_logloss"] = fitted.best_validation_logloss
+        return out
+
+    def feature_importance(self) -> pd.Series:
+        """Average gain per split of every feature (0 for unused ones), largest first."""
+        fitted = self._require_fitted()
+        scores = fitted.booster.get_score(importance_type="gain")  # unused features are absent
+        gains = [float(np.mean(scores.get(f"f{j}", 0.0))) for j in range(len(fitted.features))]
+        series = pd.Series(gains, index=list(fitted.features), name="gain", dtype=np.float64)
+        return series.sort_values(ascending=False, kind="stable")
+
+    def _booster_params(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "tree_method": "hist",
+            "max_depth": cfg.max_depth,
+            "eta": cfg.learning_rate,
+            "subsample": cfg.subsample,
+            "colsample_bytree": cfg.colsample_bytree,
+            "min_child_weight": cfg.min_child_weight,
+            "lambda": cfg.reg_lambda,
+            "seed": cfg.seed,
+            "nthread": cfg.n_jobs,
+            "verbosity": 0,
+        }
+
+    def _require_fitted(self) -> _Fitted:
+        if self._fitted is None:
+            raise ModelUnavailableError(
+                "xgb: the model is not fitted; call fit() before predicting or exporting"
+            )
+        return self._fitted
+
+
+def _expose_p_up(model: onnx.ModelProto) -> None:
+    """Replace the converter's outputs (label, probabilities [N, 2]) by p_up = probabilities[:, 1:2]."""
+    graph = model.graph
+    probabilities = next(o.name for o in graph.output if o.name != "label")
+    graph.initializer.extend(
+        numpy_helper.from_array(np.array([value], dtype=np.int64), name=name)
+        for name, value in (("p_up_start", 1), ("p_up_end", 2), ("p_up_axis", 1))
+    )
+    graph.node.append(
+        helper.make_node(
+            "Slice",
+            [probabilities, "p_up_start", "p_up_end", "p_up_axis"],
+            [OUTPUT_P_UP],
+            name="p_up_column",
+        )
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_P_UP, TensorProto.FLOAT, ["N", 1]))
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    if not any(op.domain in ("", "ai.onnx") for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("", _ONNX_OPSET))

@@ -1,0 +1,182 @@
+"""Train → register → promote for real: sample data, Feast, MLflow (sqlite), onnxruntime.
+
+One home is prepared per module (ingest the sample, build and materialize features) and the
+three families are trained once with the quick configuration; the tests read what that left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import pytest
+
+from features.build import build_features
+from features.feast_store import materialize
+from features.ingest.service import ingest_source
+from features.ingest.sources.sample import SampleSource
+from features.ingest.store import MarketStore
+from models.registry import CHALLENGER, CHAMPION, PromotionPolicy, promote, read_ledger
+from models.tracking import REGISTERED_MODELS, use_home
+from models.training import FamilyReport, TrainConfig, train_models
+from sextant.errors import DataValidationError
+from sextant.settings import Settings, load_settings
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Trained:
+    settings: Settings
+    reports: dict[str, FamilyReport]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    home = tmp_path_factory.mktemp("train-home")
+    settings = load_settings(home=home)
+    with MarketStore(settings.paths.market_db) as store:
+        ingest_source(SampleSource(), store)
+    build_features(settings)
+    materialize(settings)
+    reports = train_models(settings, TrainConfig.quick())
+    yield Trained(settings, {r.family: r for r in reports})
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def test_every_family_has_a_run_metrics_and_a_challenger(trained: Trained) -> None:
+    use_home(trained.settings.paths)
+    client = _client()
+    assert set(trained.reports) == {"garch", "xgb", "lstm"}
+    for family, report in trained.reports.items():
+        run = client.get_run(report.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["sextant.config_hash"] and run.data.tags["sextant.git_commit"]
+        assert run.data.tags["mlflow.parentRunId"]
+        version = client.get_model_version_by_alias(REGISTERED_MODELS[family], CHALLENGER)
+        assert str(version.version) == report.model_version
+        assert version.tags["feature_service"].endswith("_v1")
+        artifacts = {a.path for a in client.list_artifacts(report.run_id)}
+        assert "oof_predictions.parquet" in artifacts and "plots" in artifacts
+    xgb = trained.reports["xgb"]
+    assert 0.0 < xgb.metrics["auc"] < 1.0 and xgb.parity["passed"]
+    assert xgb.parity["max_abs_err"] <= 1e-5
+    assert trained.reports["garch"].parity["max_rel_err"] <= 1e-9
+
+
+def test_out_of_fold_predictions_cover_only_test_blocks(trained: Trained) -> None:
+    import mlflow
+
+    use_home(trained.settings.paths)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=trained.reports["xgb"].run_id, artifact_path="oof_predictions.parquet"
+    )
+    oof = pd.read_parquet(path)
+    assert set(oof.columns) >= {
+        "symbol",
+        "decision_ts",
+        "fold",
+        "p_up",
+        "label_up",
+        "fwd_log_return",
+    }
+    assert not oof.duplicated(["symbol", "decision_ts"]).any()
+    assert oof["p_up"].between(0, 1).all()
+    assert sorted(oof["fold"].unique()) == [0, 1, 2]
+
+
+def test_promotion_gate_ledger_and_loading_the_champion(trained: Trained) -> None:
+    import mlflow
+    import onnxruntime as ort
+
+    use_home(trained.settings.paths)
+    home = trained.settings.paths.home
+
+    decisions = {d.family: d for d in promote(home, ("garch", "xgb", "lstm"))}
+
+    ledger = read_ledger(home)
+    assert [e["family"] for e in ledger[-3:]] == ["garch", "xgb", "lstm"]
+    for family, decision in decisions.items():
+        assert decision.reason in {"PROMOTED_OVER_BASELINE", "BELOW_BASELINE", "LATENCY_BUDGET"}, (
+            decision
+        )
+        client = _client()
+        aliases = client.get_registered_model(REGISTERED_MODELS[family]).aliases
+        assert (str(aliases.get(CHAMPION)) == decision.challenger_version) is decision.promoted
+    promoted = [d for d in decisions.values() if d.promoted]
+    assert promoted, "the sample should let at least one family beat its naive baseline"
+    for decision in promoted:
+        uri = f"models:/{decision.model}@{CHAMPION}"
+        proto = mlflow.onnx.load_model(uri)
+        session = ort.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        assert session.get_outputs()
+        assert mlflow.pyfunc.load_model(uri) is not None
+
+    # a second promote with nothing new: the champion stays, the refusal is recorded
+    again = {d.family: d for d in promote(home, tuple(d.family for d in promoted))}
+    assert all(d.reason == "ALREADY_CHAMPION" and not d.promoted for d in again.values())
+    assert len(read_ledger(home)) == len(ledger) + len(promoted)
+
+
+def test_champion_replay_is_on_the_same_folds(trained: Trained) -> None:
+    # Arrange: a champion exists (previous test or promote here); retrain xgb with the same config
+    use_home(trained.settings.paths)
+    home = trained.settings.paths.home
+    promote(home, ("xgb",), PromotionPolicy(direction_margin=-1.0))  # force a champion to exist
+    champion = _client().get_model_version_by_alias(REGISTERED_MODELS["xgb"], CHAMPION)
+
+    # Act
+    (report,) = train_models(trained.settings, TrainConfig.quick(families=("xgb",)))
+    decision = promote(home, ("xgb",))[0]
+
+    # Assert: identical config and seed give identical metrics, so the challenger cannot win
+    challenger = _client().get_model_version(REGISTERED_MODELS["xgb"], report.model_version)
+    replay = json.loads(challenger.tags["champion_replay_metrics"])
+    assert challenger.tags["champion_version_at_train"] == str(champion.version)
+    assert replay["auc"] == pytest.approx(report.metrics["auc"], abs=1e-12)
+    assert report.metrics["auc"] == pytest.approx(
+        trained.reports["xgb"].metrics["auc"], abs=1e-12
+    )  # reproducible
+    assert decision.reason == "NOT_BETTER" and not decision.promoted
+
+
+def test_bad_input_fails_before_fitting_and_registers_nothing(trained: Trained) -> None:
+    use_home(trained.settings.paths)
+    client = _client()
+    before = {
+        m: len(client.search_model_versions(f"name='{m}'")) for m in REGISTERED_MODELS.values()
+    }
+    too_short = TrainConfig.quick(
+        families=("xgb",), start=pd.Timestamp("2023-12-20", tz="UTC").to_pydatetime()
+    )
+
+    with pytest.raises(
+        DataValidationError, match=r"^xgb on BTC/USDT, ETH/USDT 2023-12-.*needs 1500 training"
+    ):
+        train_models(trained.settings, too_short)
+
+    after = {
+        m: len(client.search_model_versions(f"name='{m}'")) for m in REGISTERED_MODELS.values()
+    }
+    assert after == before
+    failed = client.search_runs(
+        [client.get_experiment_by_name("sextant-direction").experiment_id],
+        "attributes.status = 'FAILED'",
+    )
+    assert failed, "the failed training run is marked FAILED in MLflow"
+
+
+def test_unknown_family_is_a_config_error() -> None:
+    from sextant.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown model families"):
+        replace(TrainConfig.quick(), families=("prophet",))
