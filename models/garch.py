@@ -15,11 +15,12 @@ Only GARCH(1,1) is supported: its next variance depends on the latest return and
 which is what serving keeps as state (higher orders would need more lags in the online store).
 """
 
-# scipy and scikit-learn ship no type stubs and pyproject's mypy override does not list them yet
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ __all__ = [
     "standardized_quantile",
     "value_at_risk",
 ]
+
+log = logging.getLogger(__name__)
 
 Distribution = Literal["normal", "t"]
 FloatArray = npt.NDArray[np.float64]
@@ -167,6 +170,7 @@ class GarchModel:
         """Maximum-likelihood fit on ``returns`` (log returns, one per bar, oldest first)."""
         # arch pulls in matplotlib, which writes a font cache: import on use, not at import time
         from arch import arch_model
+        from arch.utility.exceptions import StartingValueWarning
 
         cfg = self.config
         values = _checked_returns(returns, minimum=cfg.min_obs, origin=origin)
@@ -184,12 +188,26 @@ class GarchModel:
         )
         started = time.perf_counter()
         result = model.fit(disp="off", show_warning=False, backcast=backcast)
-        elapsed = time.perf_counter() - started
         if result.convergence_flag != 0:
+            # SLSQP can stop next to the optimum ("positive directional derivative for
+            # linesearch"); one restart from where it stopped settles it or confirms the failure.
+            with warnings.catch_warnings():
+                # a stop just outside the constraints makes arch fall back to its own start: fine
+                warnings.simplefilter("ignore", StartingValueWarning)
+                result = model.fit(
+                    disp="off",
+                    show_warning=False,
+                    backcast=backcast,
+                    starting_values=result.params.to_numpy(),
+                    options={"maxiter": 1000},
+                )
+        elapsed = time.perf_counter() - started
+        if result.convergence_flag != 0 and not _stalled_at_admissible_optimum(result, cfg):
             message = getattr(result.optimization_result, "message", "unknown")
             raise ModelUnavailableError(
                 f"GARCH fit did not converge on {len(values)} returns "
-                f"(optimizer flag {result.convergence_flag}: {message})"
+                f"(optimizer flag {result.convergence_flag}: {message}; stopped at "
+                f"{', '.join(f'{k}={v:.6g}' for k, v in result.params.items())})"
                 + (f" | input={origin}" if origin else "")
             )
         named = result.params
@@ -217,6 +235,32 @@ class GarchModel:
             end=pd.Timestamp(index[-1]) if timed else None,
             result=result,
         )
+
+
+_SLSQP_LINESEARCH_STALL = 8  # "Positive directional derivative for linesearch"
+
+
+def _stalled_at_admissible_optimum(result: Any, cfg: GarchConfig) -> bool:
+    """SLSQP's mode 8 after a restart means no descent direction is left: accept it when the
+    parameters are admissible (positive variance intercept, non-negative coefficients,
+    persistence at most 1, Student-t with finite variance); any other failure is not accepted."""
+    if result.convergence_flag != _SLSQP_LINESEARCH_STALL:
+        return False
+    named = result.params
+    omega, alpha, beta = float(named["omega"]), float(named["alpha[1]"]), float(named["beta[1]"])
+    gamma = float(named["gamma[1]"]) if cfg.gjr else 0.0
+    nu_ok = cfg.dist != "t" or float(named["nu"]) > 2.05
+    # hourly crypto returns sit on the integrated (IGARCH) boundary: persistence 1 within the
+    # optimizer's tolerance is admissible for one-step forecasts
+    admissible = (
+        omega > 0
+        and min(alpha, beta, gamma) >= 0
+        and alpha + beta + gamma / 2 <= 1 + 1e-4
+        and nu_ok
+    )
+    if admissible:
+        log.warning("GARCH optimizer stalled at an admissible point (SLSQP mode 8); accepting it")
+    return admissible
 
 
 def arch_backcast(returns: npt.ArrayLike) -> float:

@@ -194,7 +194,8 @@ def test_a_fit_that_does_not_converge_is_unavailable(monkeypatch: pytest.MonkeyP
     real_fit = ARCHModel.fit
 
     def two_iterations(self: ARCHModel, *args: object, **kwargs: object) -> object:
-        return real_fit(self, *args, options={"maxiter": 2}, **kwargs)  # type: ignore[arg-type]
+        # every attempt, the restart included, gets two optimizer iterations
+        return real_fit(self, *args, **{**kwargs, "options": {"maxiter": 2}})  # type: ignore[arg-type]
 
     monkeypatch.setattr(ARCHModel, "fit", two_iterations)
 

@@ -1,0 +1,93 @@
+"""`features build`: tables per view, data tests on what was written, incremental per symbol."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import build_features, view_path
+from features.definitions import FEATURE_VIEWS, FEATURES, Kind, max_warmup
+from features.ingest.batch import Batch, Dataset
+from features.ingest.service import ingest_source
+from features.ingest.store import MarketStore
+from sextant.errors import DataValidationError
+from sextant.settings import Settings, load_settings
+from tests.features.conftest import SampleMarket
+
+
+@pytest.fixture
+def settings(sample_market: SampleMarket, tmp_path: Path) -> Settings:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(sample_market.db, home / "market.duckdb")
+    return load_settings(home=home)
+
+
+def read_views(settings: Settings) -> dict[Kind, pd.DataFrame]:
+    return {
+        kind: pd.read_parquet(view_path(settings.paths.features_dir, view))
+        for kind, view in FEATURE_VIEWS.items()
+    }
+
+
+def test_built_tables_pass_the_data_tests(settings: Settings, sample_market: SampleMarket) -> None:
+    report = build_features(settings)
+
+    tables = read_views(settings)
+    assert sorted(report.rebuilt) == ["BTC/USDT", "ETH/USDT"]
+    expected_rows = sum(len(c) - max_warmup() for c in sample_market.candles.values())
+    for kind, table in tables.items():
+        names = [f.name for f in FEATURES if f.kind is kind]
+        assert list(table.columns) == ["symbol", "event_ts", "available_at", *names]
+        assert len(table) == expected_rows
+        assert not table.duplicated(["symbol", "event_ts"]).any()
+        for _, rows in table.groupby("symbol"):
+            assert rows["event_ts"].is_monotonic_increasing
+        assert str(table["available_at"].dt.tz) == "UTC"
+        values = table[names].to_numpy(dtype=float)
+        if kind is not Kind.ALT:
+            assert not np.isnan(values).any() and np.isfinite(values).all()
+        else:
+            assert np.isfinite(values[~np.isnan(values)]).all()
+    assert {v.view: v.rows for v in report.views} == dict.fromkeys(
+        FEATURE_VIEWS.values(), expected_rows
+    )
+
+
+def test_unchanged_inputs_skip_and_new_candles_rebuild_only_their_symbol(
+    settings: Settings,
+) -> None:
+    build_features(settings)
+    assert build_features(settings).skipped == ["BTC/USDT", "ETH/USDT"]
+
+    with MarketStore(settings.paths.market_db) as store:
+        last = store.candles("ETH/USDT", "1h").iloc[-1]
+        bar = last.to_frame().T.assign(event_ts=last["event_ts"] + pd.Timedelta(hours=1))
+        bar = bar.astype({c: float for c in ("open", "high", "low", "close", "volume")}).drop(
+            columns=["source", "ingested_at"]
+        )
+        bar["event_ts"] = pd.to_datetime(bar["event_ts"], utc=True).dt.as_unit("ns")
+
+        class OneBar:
+            name = "one-bar"
+
+            def batches(self, cursor: object):  # type: ignore[no-untyped-def]
+                yield Batch(
+                    Dataset.CANDLES, "sample", "test", bar.reset_index(drop=True), "ETH/USDT", "1h"
+                )
+
+        ingest_source(OneBar(), store)
+
+    report = build_features(settings)
+
+    assert report.rebuilt == ["ETH/USDT"] and report.skipped == ["BTC/USDT"]
+    assert {v.view: v.rows_added for v in report.views} == dict.fromkeys(FEATURE_VIEWS.values(), 1)
+
+
+def test_a_symbol_without_candles_is_named(settings: Settings) -> None:
+    with pytest.raises(DataValidationError, match="no 1h candles stored for SOL/USDT"):
+        build_features(settings, symbols=("SOL/USDT",))
