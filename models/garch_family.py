@@ -35,6 +35,7 @@ from models.onnx_garch import (
     OUTPUT_VARIANCE,
     PARITY_TOLERANCE,
     ParityReport,
+    recursion_nodes,
 )
 from sextant.errors import DataValidationError
 
@@ -88,21 +89,7 @@ def garch_multi_onnx(fits: Mapping[str, GarchFit]) -> onnx.ModelProto:
                 "Unsqueeze", [f"{name}_flat", "squeeze_axis"], [name], name=f"column_{name}"
             )
         )
-    nodes += [
-        helper.make_node("Sub", [INPUT_RETURN, "mu"], ["eps"], name="residual"),
-        helper.make_node("Mul", ["eps", "eps"], ["eps_sq"], name="residual_squared"),
-        helper.make_node("Less", ["eps", "zero"], ["is_negative"], name="gjr_indicator"),
-        helper.make_node("Add", ["alpha", "gamma"], ["alpha_plus_gamma"], name="asymmetric_alpha"),
-        helper.make_node(
-            "Where", ["is_negative", "alpha_plus_gamma", "alpha"], ["arch_coef"], name="arch_coef"
-        ),
-        helper.make_node("Mul", ["arch_coef", "eps_sq"], ["arch_term"], name="arch_term"),
-        helper.make_node(
-            "Add", ["omega", "arch_term"], ["omega_plus_arch"], name="omega_plus_arch"
-        ),
-        helper.make_node("Mul", ["beta", INPUT_VARIANCE], ["garch_term"], name="garch_term"),
-        helper.make_node("Add", ["omega_plus_arch", "garch_term"], [OUTPUT_VARIANCE], name="next"),
-    ]
+    nodes += recursion_nodes()
     column: list[str | int | None] = ["N", 1]
     graph = helper.make_graph(
         nodes,

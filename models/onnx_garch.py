@@ -34,6 +34,7 @@ __all__ = [
     "ParityReport",
     "check_parity",
     "garch_onnx_model",
+    "recursion_nodes",
     "run_garch_onnx",
 ]
 
@@ -46,16 +47,9 @@ PARITY_TOLERANCE = 1e-9
 FloatArray = npt.NDArray[np.float64]
 
 
-def garch_onnx_model(fit: GarchFit) -> onnx.ModelProto:
-    """The fitted recursion as a checked ONNX model: [N,1] float64 inputs, [N,1] float64 output."""
-    p = fit.params
-    constants = {"mu": p.mu, "omega": p.omega, "alpha": p.alpha, "gamma": p.gamma, "beta": p.beta}
-    initializers = [
-        numpy_helper.from_array(np.array(value, dtype=np.float64), name=name)
-        for name, value in constants.items()
-    ]
-    initializers.append(numpy_helper.from_array(np.array(0.0, dtype=np.float64), name="zero"))
-    nodes = [
+def recursion_nodes() -> list[onnx.NodeProto]:
+    """The one-step recursion over tensors named mu, omega, alpha, gamma, beta (shared by graphs)."""
+    return [
         helper.make_node("Sub", [INPUT_RETURN, "mu"], ["eps"], name="residual"),
         helper.make_node("Mul", ["eps", "eps"], ["eps_sq"], name="residual_squared"),
         helper.make_node("Less", ["eps", "zero"], ["is_negative"], name="gjr_indicator"),
@@ -70,6 +64,18 @@ def garch_onnx_model(fit: GarchFit) -> onnx.ModelProto:
         helper.make_node("Mul", ["beta", INPUT_VARIANCE], ["garch_term"], name="garch_term"),
         helper.make_node("Add", ["omega_plus_arch", "garch_term"], [OUTPUT_VARIANCE], name="next"),
     ]
+
+
+def garch_onnx_model(fit: GarchFit) -> onnx.ModelProto:
+    """The fitted recursion as a checked ONNX model: [N,1] float64 inputs, [N,1] float64 output."""
+    p = fit.params
+    constants = {"mu": p.mu, "omega": p.omega, "alpha": p.alpha, "gamma": p.gamma, "beta": p.beta}
+    initializers = [
+        numpy_helper.from_array(np.array(value, dtype=np.float64), name=name)
+        for name, value in constants.items()
+    ]
+    initializers.append(numpy_helper.from_array(np.array(0.0, dtype=np.float64), name="zero"))
+    nodes = recursion_nodes()
     column: list[str | int | None] = ["N", 1]
     graph = helper.make_graph(
         nodes,

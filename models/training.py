@@ -69,7 +69,11 @@ class TrainConfig:
     horizon: int = 4
     cv: CvConfig = field(default_factory=CvConfig)
     xgb: XgbConfig = field(default_factory=XgbConfig)
-    lstm: LstmConfig = field(default_factory=LstmConfig)
+    # larger batches and a shorter patience than LstmConfig's defaults keep two years of two
+    # symbols inside the 5-minute training budget on 2 cores (make bench: train_lstm_*)
+    lstm: LstmConfig = field(
+        default_factory=lambda: LstmConfig(batch_size=512, max_epochs=15, patience=3)
+    )
     garch: GarchConfig = field(default_factory=GarchConfig)
 
     def __post_init__(self) -> None:
