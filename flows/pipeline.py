@@ -9,12 +9,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from features.ingest.store import MarketStore
+from flows.backtest import backtest_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
 from sextant.settings import load_settings
 
 __all__ = ["pipeline_flow"]
+
+BACKTEST_COLUMNS = ("total_return", "sharpe", "max_drawdown", "n_trades", "win_rate", "dsr")
 
 
 @task(name="data-status", cache_policy=NO_CACHE)
@@ -27,11 +30,12 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Ingest the bundled sample, report the store, build and materialize features, train, promote."""
+    """Ingest the sample, report the store, build + materialize features, train, promote, backtest."""
     ingested = ingest_flow(source="sample", home=home)
     status = data_status(home)
     built = features_flow(home=home)
     trained = train_flow(quick=True, home=home)
+    study = backtest_flow(home=home)
     return {
         "ingest": ingested,
         "status": status,
@@ -41,6 +45,13 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
         "promote": [
             {k: d[k] for k in ("family", "promoted", "reason", "detail", "challenger_version")}
             for d in trained["promotions"]
+        ],
+        "backtest (reported period " + list(study["periods"].values())[-1] + ")": [
+            {"strategy": name, **{k: round(float(m[k]), 4) for k in BACKTEST_COLUMNS}}
+            for name, m in study["metrics"].items()
+        ],
+        "backtest report": [
+            {"html": study["report_html"], "mlflow_run": study["run_id"], **study["chosen"]}
         ],
     }
 

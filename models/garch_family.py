@@ -183,7 +183,7 @@ def rolling_variance_baseline(
 class GarchEvaluation:
     """Out-of-fold variance forecasts (and the naive baseline) with per-fold and pooled metrics."""
 
-    oof: pd.DataFrame  # symbol, ts, fold, ret, forecast_var, baseline_var, var99
+    oof: pd.DataFrame  # symbol, ts, fold, ret, forecast_var, baseline_var, var99, var_quantile
     fold_metrics: list[dict[str, float]]
     metrics: dict[str, float]
 
@@ -235,6 +235,8 @@ def evaluate_garch(
                         "forecast_var": test_var,
                         "baseline_var": baseline[fold.test],
                         "var99": var99,
+                        # the fold's own innovation quantile: what a decision at the time could use
+                        "var_quantile": standardized_quantile(fit.params, VAR_LEVEL),
                     }
                 )
             )

@@ -357,6 +357,59 @@ def promote(
 
 
 @app.command()
+def backtest(
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="ISO start (bar open) of the history to replay.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="ISO end (bar open) of the history to replay.")
+    ] = None,
+    fuser_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="weighted, agreement or ml_gated; default: chosen on the selection period."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Replay the decision engine over out-of-fold predictions: fused strategy and baselines."""
+    from models.backtest import run_backtest_study
+
+    settings = _settings()
+    report = run_backtest_study(
+        settings,
+        symbols=tuple(symbol) if symbol else None,
+        start=_parse_since(start),
+        end=_parse_since(end),
+        fuser_mode=fuser_mode,
+    )
+    payload = report.to_json()
+    if as_json:
+        _emit_json(payload)
+        return
+    from sextant.cli.render import print_table
+
+    keys = (
+        "total_return",
+        "annualized_return",
+        "sharpe",
+        "sortino",
+        "max_drawdown",
+        "win_rate",
+        "profit_factor",
+        "dsr",
+    )
+    rows = [{"strategy": name, **{k: m.get(k) for k in keys}} for name, m in report.metrics.items()]
+    print_table(
+        f"backtest, reported period {list(report.periods.values())[-1]}", rows, ["strategy", *keys]
+    )
+    typer.echo(f"chosen on the selection period: {report.chosen}; report: {report.report_html}")
+
+
+@app.command()
 def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

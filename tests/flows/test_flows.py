@@ -83,3 +83,13 @@ def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None
     assert sum(r["rows_added"] for r in summary["ingest"]) == sum(
         r["rows"] for r in summary["status"]
     )
+    views = summary["features materialize"]
+    assert {v["view"] for v in views} == {"ta_features", "stat_features", "alt_features"}
+    assert all(v["rows"] > 17_000 for v in views)
+    assert {r["family"] for r in summary["train"]} == {"garch", "xgb", "lstm"}
+    assert all(r["version"] == "1" for r in summary["train"])
+    assert {d["family"] for d in summary["promote"]} == {"garch", "xgb", "lstm"}
+    (report,) = summary["backtest report"]
+    assert Path(report["html"]).is_file()
+    backtest = next(rows for key, rows in summary.items() if key.startswith("backtest (reported"))
+    assert [r["strategy"] for r in backtest] == ["buy_and_hold", "ta_only", "ml_only", "fused"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -180,3 +181,33 @@ def test_unknown_family_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="unknown model families"):
         replace(TrainConfig.quick(), families=("prophet",))
+
+
+def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Trained) -> None:
+    from models.backtest import SELECTION_GRID, run_backtest_study
+
+    report = run_backtest_study(trained.settings)
+
+    assert set(report.metrics) == {"buy_and_hold", "ta_only", "ml_only", "fused"}
+    selection, reported = list(report.periods.values())
+    assert selection.split(" .. ")[1] < reported.split(" .. ")[0]  # chosen earlier than reported
+    assert len(report.trials) == len(SELECTION_GRID)
+    assert Path(report.report_html).is_file()
+    assert sum(m["n_trades"] for name, m in report.metrics.items() if name != "buy_and_hold") > 0
+    assert report.rejections.get("VAR_LIMIT", 0) < 1_000  # VaR is computed, not missing
+    client = _client()
+    run = client.get_run(report.run_id)
+    assert run.info.status == "FINISHED"
+    assert any(a.path == "report" for a in client.list_artifacts(report.run_id))
+    assert "fused.sharpe" in run.data.metrics or "fused.total_return" in run.data.metrics
+
+
+def test_backtest_of_a_range_without_predictions_names_symbol_and_period(trained: Trained) -> None:
+    from models.backtest import run_backtest_study
+
+    with pytest.raises(DataValidationError, match=r"BTC/USDT|ETH/USDT"):
+        run_backtest_study(
+            trained.settings,
+            start=pd.Timestamp("2023-01-01", tz="UTC").to_pydatetime(),
+            end=pd.Timestamp("2023-02-01", tz="UTC").to_pydatetime(),
+        )

@@ -1,0 +1,618 @@
+"""Backtest: the live decision kernels replayed bar by bar over aligned history.
+
+``run_backtest`` feeds the compiled loop (``sextant.backtest._loop``), which calls the same
+``decide_kernel`` as ``sextant.decision.decide``, with arrays aligned as [bar, symbol]: prices,
+the decision's features, out-of-fold model outputs and funding. Decisions are made at each bar's
+close from that bar's inputs only and fill at the next bar's open. ``run_strategies`` runs the
+fused strategy and its baselines (TA-only, ML-only, buy-and-hold) on the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from sextant.backtest import _loop
+from sextant.decision._kernels import CHECK_CODES, FEATURES_USED, N_CHECKS, STATE_NAMES
+from sextant.decision.config import DecisionConfig
+from sextant.decision.risk import initial_risk_state
+from sextant.errors import ConfigError, DataValidationError
+from sextant.ta._jit import FloatArray
+from sextant.timeframes import timeframe_to_timedelta
+
+__all__ = [
+    "DECISION_FIELDS",
+    "STRATEGIES",
+    "BacktestConfig",
+    "BacktestInputs",
+    "BacktestResult",
+    "run_backtest",
+    "run_buy_and_hold",
+    "run_strategies",
+]
+
+DECISION_FIELDS = _loop.DECISION_FIELDS
+STRATEGIES: tuple[str, ...] = ("buy_and_hold", "ta_only", "ml_only", "fused")
+_NS_PER_DAY = 86_400 * 10**9
+
+
+def _positive(name: str, value: object, *, zero_ok: bool = True, upper: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"BacktestConfig.{name} must be a number, got {value!r}")
+    ok = (value >= 0 if zero_ok else value > 0) and value <= upper and math.isfinite(value)
+    if not ok:
+        bound = ">= 0" if zero_ok else "> 0"
+        if math.isfinite(upper):
+            bound += f" and <= {upper}"
+        raise ConfigError(f"BacktestConfig.{name} must be finite and {bound}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestConfig:
+    """Execution and accounting assumptions (fees are fractions of notional)."""
+
+    initial_equity: float = 100_000.0
+    taker_fee: float = 0.0005  # market orders: entries, exits, stops (Binance USD-M default)
+    maker_fee: float = 0.0002  # limit orders: take profits
+    slippage_base_bps: float = 1.0
+    slippage_vol_bps: float = 1.0  # extra bps per 1 % of natr_14
+    slippage_size_k: float = 0.1  # extra fraction per unit of order notional / bar volume notional
+    max_slippage_bps: float = 100.0
+    volume_window: int = 24  # bars of the volume-notional EMA
+    take_profit_maker: bool = True
+    apply_funding: bool = True  # perpetual funding on open positions at settlement bars
+
+    def __post_init__(self) -> None:
+        _positive("initial_equity", self.initial_equity, zero_ok=False)
+        _positive("taker_fee", self.taker_fee, upper=0.1)
+        _positive("maker_fee", self.maker_fee, upper=0.1)
+        _positive("slippage_base_bps", self.slippage_base_bps, upper=10_000)
+        _positive("slippage_vol_bps", self.slippage_vol_bps, upper=10_000)
+        _positive("slippage_size_k", self.slippage_size_k, upper=100)
+        _positive("max_slippage_bps", self.max_slippage_bps, upper=10_000)
+        if isinstance(self.volume_window, bool) or not isinstance(self.volume_window, int):
+            raise ConfigError(
+                f"BacktestConfig.volume_window must be an integer, got {self.volume_window!r}"
+            )
+        if self.volume_window < 1:
+            raise ConfigError(
+                f"BacktestConfig.volume_window must be >= 1, got {self.volume_window}"
+            )
+        for name in ("take_profit_maker", "apply_funding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"BacktestConfig.{name} must be true or false")
+
+    def to_array(self) -> FloatArray:
+        """The loop's layout (``BT_*`` indices)."""
+        a = np.zeros(_loop.BT_SIZE, dtype=np.float64)
+        a[_loop.BT_INITIAL] = self.initial_equity
+        a[_loop.BT_TAKER] = self.taker_fee
+        a[_loop.BT_MAKER] = self.maker_fee
+        a[_loop.BT_SLIP_BASE] = self.slippage_base_bps
+        a[_loop.BT_SLIP_VOL] = self.slippage_vol_bps
+        a[_loop.BT_SLIP_SIZE] = self.slippage_size_k
+        a[_loop.BT_SLIP_MAX] = self.max_slippage_bps
+        a[_loop.BT_VOL_ALPHA] = 2.0 / (self.volume_window + 1.0)
+        a[_loop.BT_TP_MAKER] = 1.0 if self.take_profit_maker else 0.0
+        a[_loop.BT_FUNDING] = 1.0 if self.apply_funding else 0.0
+        return a
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field values by name (for MLflow params)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _matrix(name: str, values: Any, shape: tuple[int, ...]) -> FloatArray:
+    array = np.ascontiguousarray(values, dtype=np.float64)
+    if array.shape != shape:
+        raise DataValidationError(f"{name} has shape {array.shape}, expected {shape}", field=name)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class BacktestInputs:
+    """Aligned history, [bar, symbol]: one row per bar open time in ``index`` (UTC).
+
+    A bar a symbol lacks is NaN in all of open/high/low/close (no fill, no decision there).
+    ``features`` is [bar, symbol, feature] in ``FEATURES_USED`` order; ``p_xgb``/``p_lstm`` are
+    out-of-fold P(up) (NaN where none); ``garch_variance`` is the one-step variance per bar;
+    ``var_quantile`` the unit-variance innovation quantile at 99 %; ``funding_rate`` the rate
+    settling at the bar's open (NaN or 0 where none).
+    """
+
+    symbols: tuple[str, ...]
+    index: pd.DatetimeIndex
+    timeframe: str
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    features: FloatArray
+    p_xgb: FloatArray
+    p_lstm: FloatArray
+    garch_variance: FloatArray
+    var_quantile: FloatArray
+    funding_rate: FloatArray
+    day: npt.NDArray[np.int64] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, pd.DatetimeIndex) or str(self.index.tz) != "UTC":
+            raise DataValidationError("index must be a tz-aware UTC DatetimeIndex", field="index")
+        if len(self.index) == 0:
+            raise DataValidationError("no bars to backtest", field="index")
+        if not self.index.is_monotonic_increasing or not self.index.is_unique:
+            raise DataValidationError("index is not strictly increasing", field="index")
+        if len(set(self.symbols)) != len(self.symbols) or not self.symbols:
+            raise DataValidationError(
+                f"symbols must be distinct and non-empty: {self.symbols}", field="symbols"
+            )
+        shape = (len(self.index), len(self.symbols))
+        for name in (
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "p_xgb",
+            "p_lstm",
+            "garch_variance",
+            "var_quantile",
+            "funding_rate",
+        ):
+            object.__setattr__(self, name, _matrix(name, getattr(self, name), shape))
+        object.__setattr__(
+            self, "features", _matrix("features", self.features, (*shape, len(FEATURES_USED)))
+        )
+        bar = timeframe_to_timedelta(self.timeframe)
+        closes = self.index + bar
+        nanos = closes.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        object.__setattr__(self, "day", nanos // _NS_PER_DAY)
+        self._validate()
+
+    def _fail(self, mask: Any, message: str, name: str) -> None:
+        hits = np.argwhere(mask)
+        if len(hits):
+            t, s = int(hits[0][0]), int(hits[0][1])
+            raise DataValidationError(
+                f"{self.symbols[s]} at {self.index[t]}: {message} ({len(hits)} such values)",
+                field=name,
+            )
+
+    def _validate(self) -> None:
+        prices = np.stack([self.open, self.high, self.low, self.close])
+        missing = np.isnan(prices)
+        self._fail(
+            missing.any(axis=0) & ~missing.all(axis=0), "open/high/low/close partly NaN", "open"
+        )
+        with np.errstate(invalid="ignore"):
+            self._fail(
+                ~missing.any(axis=0) & ~(prices > 0).all(axis=0), "a price is not positive", "close"
+            )
+            top = np.maximum(self.open, self.close)
+            bottom = np.minimum(self.open, self.close)
+            self._fail(
+                (self.high < top * (1 - 1e-9)) | (self.low > bottom * (1 + 1e-9)),
+                "high/low do not bracket open/close",
+                "high",
+            )
+            self._fail(np.isinf(prices).any(axis=0), "a price is infinite", "close")
+            for name in ("p_xgb", "p_lstm"):
+                p = getattr(self, name)
+                self._fail(
+                    ~np.isnan(p) & ~((p >= 0) & (p <= 1)), f"{name} is not a probability", name
+                )
+            g = self.garch_variance
+            self._fail(
+                ~np.isnan(g) & ~((g >= 0) & np.isfinite(g)),
+                "garch_variance is negative or infinite",
+                "garch_variance",
+            )
+            q = self.var_quantile
+            self._fail(
+                ~np.isnan(q) & ~((q > 0) & np.isfinite(q)),
+                "var_quantile is not positive",
+                "var_quantile",
+            )
+            self._fail(np.isinf(self.funding_rate), "funding_rate is infinite", "funding_rate")
+
+    @property
+    def bar_close(self) -> pd.DatetimeIndex:
+        """Close time of each bar: when its decision is made."""
+        return self.index + timeframe_to_timedelta(self.timeframe)
+
+    @classmethod
+    def from_frames(cls, frames: Mapping[str, pd.DataFrame], timeframe: str) -> BacktestInputs:
+        """Align per-symbol frames indexed by bar open time (UTC) on the union of their bars.
+
+        Each frame needs open, high, low, close, volume, the ``FEATURES_USED`` columns, p_xgb,
+        p_lstm, garch_variance and var_quantile; funding_rate is optional (0 when absent).
+        """
+        needed = (
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            *FEATURES_USED,
+            "p_xgb",
+            "p_lstm",
+            "garch_variance",
+            "var_quantile",
+        )
+        for symbol, frame in frames.items():
+            absent = [c for c in needed if c not in frame.columns]
+            if absent:
+                raise DataValidationError(
+                    f"{symbol}: missing columns {', '.join(absent)}", field=absent[0]
+                )
+            if not isinstance(frame.index, pd.DatetimeIndex):
+                raise DataValidationError(
+                    f"{symbol}: index must be the bar open time", field="index"
+                )
+        index = pd.DatetimeIndex(sorted(set().union(*(f.index for f in frames.values()))))
+        aligned = {s: f.reindex(index) for s, f in frames.items()}
+        symbols = tuple(frames)
+
+        def stack(column: str) -> FloatArray:
+            return np.stack(
+                [
+                    aligned[s][column].to_numpy(dtype=np.float64)
+                    if column in aligned[s].columns
+                    else np.zeros(len(index))
+                    for s in symbols
+                ],
+                axis=1,
+            )
+
+        features = np.stack([stack(name) for name in FEATURES_USED], axis=2)
+        return cls(
+            symbols=symbols,
+            index=index,
+            timeframe=timeframe,
+            open=stack("open"),
+            high=stack("high"),
+            low=stack("low"),
+            close=stack("close"),
+            volume=stack("volume"),
+            features=features,
+            p_xgb=stack("p_xgb"),
+            p_lstm=stack("p_lstm"),
+            garch_variance=stack("garch_variance"),
+            var_quantile=stack("var_quantile"),
+            funding_rate=stack("funding_rate"),
+        )
+
+    def truncated(self, bars: int) -> BacktestInputs:
+        """The first ``bars`` bars only (for no-look-ahead checks)."""
+        return BacktestInputs(
+            symbols=self.symbols,
+            index=self.index[:bars],
+            timeframe=self.timeframe,
+            open=self.open[:bars],
+            high=self.high[:bars],
+            low=self.low[:bars],
+            close=self.close[:bars],
+            volume=self.volume[:bars],
+            features=self.features[:bars],
+            p_xgb=self.p_xgb[:bars],
+            p_lstm=self.p_lstm[:bars],
+            garch_variance=self.garch_variance[:bars],
+            var_quantile=self.var_quantile[:bars],
+            funding_rate=self.funding_rate[:bars],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class BacktestResult:
+    """Per-bar accounting, decisions, trades and risk rejections of one strategy run.
+
+    Per-bar series are labelled with the bar close (after that bar's fills, before the order
+    decided at its close). ``decisions`` is [bar, symbol, field] in ``DECISION_FIELDS`` order
+    (NaN where a symbol had no bar). Trades: entry_ts is the open of the fill bar, exit_ts the
+    open of the bar the exit filled in; END rows are positions still open, marked at the last
+    close. ``rejections`` counts, per reason code, decisions whose proposal the gate changed
+    while that check failed.
+    """
+
+    strategy: str
+    symbols: tuple[str, ...]
+    index: pd.DatetimeIndex
+    initial_equity: float
+    equity: pd.Series
+    cash: pd.Series
+    realized: pd.Series
+    unrealized: pd.Series
+    trading_state: pd.Series
+    positions: pd.DataFrame
+    position_value: pd.DataFrame
+    fees: pd.DataFrame
+    funding: pd.DataFrame
+    decisions: FloatArray
+    trades: pd.DataFrame
+    rejections: dict[str, int]
+    config_hash: str
+
+    @property
+    def fees_total(self) -> float:
+        """Fees paid over the run."""
+        return float(self.fees.to_numpy().sum())
+
+    @property
+    def funding_total(self) -> float:
+        """Funding paid over the run (negative: received)."""
+        return float(self.funding.to_numpy().sum())
+
+    def decision_frame(self, name: str) -> pd.DataFrame:
+        """One recorded decision field as a [bar close × symbol] frame."""
+        if name not in DECISION_FIELDS:
+            raise KeyError(f"unknown decision field {name!r}; known: {', '.join(DECISION_FIELDS)}")
+        return pd.DataFrame(
+            self.decisions[:, :, DECISION_FIELDS.index(name)],
+            index=self.equity.index,
+            columns=list(self.symbols),
+        )
+
+    def accounting_residual(self) -> float:
+        """Largest |equity - (initial + realized + unrealized - fees - funding)| over the bars."""
+        fees = self.fees.to_numpy().sum(axis=1).cumsum()
+        funding = self.funding.to_numpy().sum(axis=1).cumsum()
+        expected = (
+            self.initial_equity
+            + self.realized.to_numpy()
+            + self.unrealized.to_numpy()
+            - fees
+            - funding
+        )
+        return float(np.max(np.abs(self.equity.to_numpy() - expected)))
+
+
+def _check_predictions(inputs: BacktestInputs, config: DecisionConfig) -> None:
+    if config.fuser.ml_weight == 0:
+        return
+    used = []
+    if config.fuser.xgb_weight > 0:
+        used.append(inputs.p_xgb)
+    if config.fuser.lstm_weight > 0:
+        used.append(inputs.p_lstm)
+    have = np.zeros(inputs.close.shape, dtype=bool)
+    for p in used:
+        have |= ~np.isnan(p)
+    for s, symbol in enumerate(inputs.symbols):
+        if not have[:, s].any():
+            raise DataValidationError(
+                f"{symbol}: no out-of-fold predictions between {inputs.index[0]} and "
+                f"{inputs.index[-1]}; train the models (walk-forward CV) over this period first",
+                field="p_xgb",
+            )
+
+
+def _result(
+    strategy: str,
+    inputs: BacktestInputs,
+    initial: float,
+    arrays: dict[str, FloatArray],
+    trades: pd.DataFrame,
+    rejections: dict[str, int],
+    config_hash: str,
+) -> BacktestResult:
+    labels = inputs.bar_close
+    columns = list(inputs.symbols)
+    marks = pd.DataFrame(inputs.close, index=labels, columns=columns).ffill().fillna(0.0)
+    positions = pd.DataFrame(arrays["units"], index=labels, columns=columns)
+    names = np.asarray(STATE_NAMES, dtype=object)
+    states = pd.Series(names[arrays["state"].astype(np.int64)], index=labels, name="trading_state")
+    return BacktestResult(
+        strategy=strategy,
+        symbols=inputs.symbols,
+        index=inputs.index,
+        initial_equity=initial,
+        equity=pd.Series(arrays["equity"], index=labels, name="equity"),
+        cash=pd.Series(arrays["cash"], index=labels, name="cash"),
+        realized=pd.Series(arrays["realized"], index=labels, name="realized"),
+        unrealized=pd.Series(arrays["unrealized"], index=labels, name="unrealized"),
+        trading_state=states,
+        positions=positions,
+        position_value=positions * marks,
+        fees=pd.DataFrame(arrays["fees"], index=labels, columns=columns),
+        funding=pd.DataFrame(arrays["funding"], index=labels, columns=columns),
+        decisions=arrays["decisions"],
+        trades=trades,
+        rejections=rejections,
+        config_hash=config_hash,
+    )
+
+
+def _trade_frame(inputs: BacktestInputs, records: FloatArray) -> pd.DataFrame:
+    r = records
+    entry_qty = r[:, _loop.TR_ENTRY_QTY]
+    exit_qty = r[:, _loop.TR_EXIT_QTY]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        entry_price = r[:, _loop.TR_ENTRY_NOTIONAL] / entry_qty
+        exit_price = r[:, _loop.TR_EXIT_NOTIONAL] / exit_qty
+    entry_bar = r[:, _loop.TR_ENTRY_BAR].astype(np.int64)
+    exit_bar = r[:, _loop.TR_EXIT_BAR].astype(np.int64)
+    pnl = r[:, _loop.TR_GROSS] - r[:, _loop.TR_FEES] - r[:, _loop.TR_FUNDING]
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(
+                [inputs.symbols[int(i)] for i in r[:, _loop.TR_SYMBOL]], dtype=object
+            ),
+            "side": np.where(r[:, _loop.TR_SIDE] > 0, "LONG", "SHORT").astype(object),
+            "entry_ts": inputs.index[entry_bar],
+            "exit_ts": inputs.index[exit_bar],
+            "bars_held": exit_bar - entry_bar,
+            "units": r[:, _loop.TR_MAX_UNITS],
+            "entry_price": entry_price,
+            "exit_price": exit_price,
+            "gross_pnl": r[:, _loop.TR_GROSS],
+            "fees": r[:, _loop.TR_FEES],
+            "funding": r[:, _loop.TR_FUNDING],
+            "pnl": pnl,
+            "return_pct": pnl / r[:, _loop.TR_ENTRY_NOTIONAL] * 100.0,
+            "reason": pd.Series(
+                [_loop.EXIT_REASONS[int(i)] for i in r[:, _loop.TR_REASON]], dtype=object
+            ),
+        }
+    )
+
+
+def run_backtest(
+    inputs: BacktestInputs,
+    config: DecisionConfig,
+    backtest: BacktestConfig | None = None,
+    *,
+    strategy: str = "fused",
+) -> BacktestResult:
+    """Replay ``config``'s decisions over ``inputs`` (fills at the next open) and account for them."""
+    bt = backtest or BacktestConfig()
+    _check_predictions(inputs, config)
+    loop, fingerprint = _loop.compiled_loop()
+    n_bars, n_symbols = inputs.close.shape
+    arrays: dict[str, FloatArray] = {
+        "equity": np.empty(n_bars),
+        "cash": np.empty(n_bars),
+        "realized": np.empty(n_bars),
+        "unrealized": np.empty(n_bars),
+        "state": np.empty(n_bars),
+        "units": np.empty((n_bars, n_symbols)),
+        "fees": np.empty((n_bars, n_symbols)),
+        "funding": np.empty((n_bars, n_symbols)),
+        "decisions": np.empty((n_bars, n_symbols, _loop.D_SIZE)),
+    }
+    rejections = np.zeros(N_CHECKS)
+    trades = np.empty((n_bars * n_symbols + n_symbols, _loop.TR_SIZE))
+    acct = np.zeros(_loop.AC_SIZE)
+    risk_state = initial_risk_state(config.risk)
+    loop(
+        inputs.day,
+        inputs.open,
+        inputs.high,
+        inputs.low,
+        inputs.close,
+        inputs.volume,
+        inputs.features,
+        inputs.p_xgb,
+        inputs.p_lstm,
+        inputs.garch_variance,
+        inputs.var_quantile,
+        inputs.funding_rate,
+        config.fuser.to_array(),
+        config.sizing.to_array(),
+        config.risk.to_array(),
+        bt.to_array(),
+        risk_state,
+        arrays["equity"],
+        arrays["cash"],
+        arrays["realized"],
+        arrays["unrealized"],
+        arrays["state"],
+        arrays["units"],
+        arrays["fees"],
+        arrays["funding"],
+        arrays["decisions"],
+        rejections,
+        trades,
+        acct,
+    )
+    if acct[_loop.AC_BUILD] != fingerprint:
+        raise RuntimeError("the backtest loop ran with stale decision kernels; clear numba caches")
+    n_trades = int(acct[_loop.AC_TRADES])
+    counts = {code: int(rejections[i]) for i, code in enumerate(CHECK_CODES)}
+    return _result(
+        strategy,
+        inputs,
+        bt.initial_equity,
+        arrays,
+        _trade_frame(inputs, trades[:n_trades]),
+        counts,
+        config.config_hash(),
+    )
+
+
+def run_buy_and_hold(
+    inputs: BacktestInputs, backtest: BacktestConfig | None = None
+) -> BacktestResult:
+    """Baseline: equal spot allocation per symbol at its first open (taker fee, base slippage).
+
+    Not the decision logic, so a plain vectorized path; spot holdings pay no funding.
+    """
+    bt = backtest or BacktestConfig()
+    n_bars, n_symbols = inputs.close.shape
+    allocation = bt.initial_equity / n_symbols
+    units = np.zeros((n_bars, n_symbols))
+    fees = np.zeros((n_bars, n_symbols))
+    cash = np.full(n_bars, bt.initial_equity)
+    unrealized = np.zeros(n_bars)
+    marks = pd.DataFrame(inputs.close).ffill().to_numpy()
+    records = []
+    for s in range(n_symbols):
+        valid = np.flatnonzero(inputs.open[:, s] > 0)
+        if len(valid) == 0:
+            continue
+        t0 = int(valid[0])
+        price = inputs.open[t0, s] * (1 + bt.slippage_base_bps / 1e4)
+        qty = allocation / (price * (1 + bt.taker_fee))
+        fee = qty * price * bt.taker_fee
+        units[t0:, s] = qty
+        fees[t0, s] = fee
+        cash[t0:] -= qty * price + fee
+        unrealized[t0:] += qty * (marks[t0:, s] - price)
+        last = marks[-1, s]
+        records.append(
+            [
+                s,
+                1.0,
+                t0,
+                n_bars - 1,
+                qty,
+                qty,
+                qty * price,
+                qty,
+                qty * last,
+                qty * (last - price),
+                fee,
+                0.0,
+                _loop.EXIT_END,
+            ]
+        )
+    value = np.nansum(units * np.nan_to_num(marks), axis=1)
+    arrays = {
+        "equity": cash + value,
+        "cash": cash,
+        "realized": np.zeros(n_bars),
+        "unrealized": unrealized,
+        "state": np.zeros(n_bars),
+        "units": units,
+        "fees": fees,
+        "funding": np.zeros((n_bars, n_symbols)),
+        "decisions": np.full((n_bars, n_symbols, _loop.D_SIZE), np.nan),
+    }
+    table = np.array(records, dtype=np.float64).reshape(-1, _loop.TR_SIZE)
+    return _result(
+        "buy_and_hold",
+        inputs,
+        bt.initial_equity,
+        arrays,
+        _trade_frame(inputs, table),
+        dict.fromkeys(CHECK_CODES, 0),
+        "buy_and_hold",
+    )
+
+
+def run_strategies(
+    inputs: BacktestInputs, config: DecisionConfig, backtest: BacktestConfig | None = None
+) -> dict[str, BacktestResult]:
+    """The fused strategy and its baselines on the same inputs, keyed by ``STRATEGIES`` names."""
+    return {
+        "buy_and_hold": run_buy_and_hold(inputs, backtest),
+        "ta_only": run_backtest(inputs, config.ta_only(), backtest, strategy="ta_only"),
+        "ml_only": run_backtest(inputs, config.ml_only(), backtest, strategy="ml_only"),
+        "fused": run_backtest(inputs, config, backtest, strategy="fused"),
+    }
