@@ -41,6 +41,9 @@ def init_runtime(settings: Settings) -> None:
         disable_telemetry()
     # Prefect keeps its (ephemeral) server database under the sextant home unless told otherwise,
     # so two homes never share orchestration state.
+    # A fresh Prefect home migrates its database on the first start, which can take longer than
+    # Prefect's 20 s default on a cold 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if "PREFECT_HOME" not in os.environ:
         settings.paths.prefect_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(settings.paths.prefect_dir)
