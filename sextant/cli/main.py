@@ -50,6 +50,8 @@ class DatasetOption(StrEnum):
 
 
 def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
+    # Every command calls this first: Prefect, MLflow and LangChain read their environment
+    # (telemetry switches, Prefect's home and timeouts) when they are imported.
     from sextant.runtime import init_runtime
     from sextant.settings import load_settings
 
@@ -105,13 +107,13 @@ def ingest(
     ] = False,
 ) -> None:
     """Fetch, validate and store market or alternative data (idempotent, resumable)."""
+    settings = _settings()
     from features.ingest.batch import Dataset
     from features.ingest.plan import IngestRequest, plan_ingest
     from features.ingest.service import ingest_source
     from features.ingest.store import MarketStore
     from sextant.cli.progress import progress_reporter
 
-    settings = _settings()
     request = IngestRequest(
         source=source.value,
         exchange=exchange,
@@ -160,9 +162,9 @@ def data_status(
     ] = False,
 ) -> None:
     """Coverage per source/symbol/timeframe: first and last timestamp, rows, gaps, quarantined."""
+    settings = _settings()
     from features.ingest.store import MarketStore
 
-    settings = _settings()
     with MarketStore(settings.paths.market_db, read_only=True) as store:
         coverage = store.coverage()
     rows = [c.to_json() for c in coverage]
@@ -188,10 +190,10 @@ def data_gaps(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List every gap (missing bars) of one stored candle series."""
+    settings = _settings()
     from features.ingest.batch import Dataset
     from features.ingest.store import MarketStore
 
-    settings = _settings()
     with MarketStore(settings.paths.market_db, read_only=True) as store:
         gaps = store.gaps(Dataset.CANDLES, source, symbol, timeframe or settings.timeframe)
     rows = [
@@ -221,9 +223,9 @@ def features_build(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Compute the feature tables (one parquet per Feast view) from the market store."""
+    settings = _settings()
     from features.build import build_features
 
-    settings = _settings()
     report = build_features(settings, symbols=tuple(symbol) if symbol else None, force=force)
     payload = report.to_json()
     if as_json:
@@ -243,9 +245,9 @@ def features_materialize(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Apply the Feast repo and materialize new feature rows into the online store."""
+    settings = _settings()
     from features.feast_store import materialize
 
-    settings = _settings()
     reports = materialize(settings)
     rows = [r.to_json() for r in reports]
     if as_json:
@@ -272,9 +274,9 @@ def train(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Walk-forward CV, final fit, ONNX export with parity, MLflow logging, register as challenger."""
+    settings = _settings()
     from models.training import TrainConfig, train_models
 
-    settings = _settings()
     options: dict[str, Any] = {
         "families": tuple(m.strip() for m in models.split(",") if m.strip()),
         "symbols": tuple(symbol or ()),
@@ -331,11 +333,11 @@ def promote(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Move `champion` to each challenger that passes the gate; every decision goes to the ledger."""
+    settings = _settings()
     from models.registry import PromotionPolicy
     from models.registry import promote as run_gate
     from models.tracking import use_home
 
-    settings = _settings()
     use_home(settings.paths)
     families = tuple(m.strip() for m in models.split(",") if m.strip())
     decisions = run_gate(
@@ -376,9 +378,9 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Replay the decision engine over out-of-fold predictions: fused strategy and baselines."""
+    settings = _settings()
     from models.backtest import run_backtest_study
 
-    settings = _settings()
     report = run_backtest_study(
         settings,
         symbols=tuple(symbol) if symbol else None,
@@ -414,9 +416,9 @@ def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The whole pipeline on the bundled sample, orchestrated by Prefect (no network needed)."""
+    settings = _settings()
     from flows.pipeline import pipeline_flow
 
-    settings = _settings()
     summary = pipeline_flow(home=str(settings.paths.home))
     if as_json:
         _emit_json(summary)
