@@ -44,8 +44,9 @@ class IngestResult:
         if batch.origin not in self.origins:
             self.origins.append(batch.origin)
         if len(validated.valid):
-            first = validated.valid["event_ts"].iloc[0].to_pydatetime()
-            last = validated.valid["event_ts"].iloc[-1].to_pydatetime()
+            # valid rows are sorted by key, which is not time for news (keyed by headline id)
+            first = validated.valid["event_ts"].min().to_pydatetime()
+            last = validated.valid["event_ts"].max().to_pydatetime()
             self.first_ts = first if self.first_ts is None else min(self.first_ts, first)
             self.last_ts = last if self.last_ts is None else max(self.last_ts, last)
 
