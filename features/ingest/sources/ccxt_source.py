@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.ingest.batch import COLUMNS, Batch, Cursor, Dataset
+from features.ingest.sources.retry import parse_retry_after, retry_delay
 from sextant.errors import ConfigError, SourceRequestError, SourceUnavailableError
 from sextant.settings import Settings, load_settings
 from sextant.timeframes import timeframe_ms
@@ -245,21 +246,23 @@ class CcxtSource:
                 return request(*args, **kwargs)
             except ccxt.OperationFailed as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-                retry_after = _retry_after_s(self._exchange.last_response_headers)
+                retry_after = parse_retry_after(self._exchange.last_response_headers)
                 if attempt == settings.ccxt_max_tries:
                     raise SourceUnavailableError(
                         f"{self.name} {what} for {symbol} failed after {attempt} tries; last failure: {problem}"
                     ) from exc
-                if retry_after > settings.ccxt_backoff_max_s:
+                delay = retry_delay(
+                    attempt,
+                    base_s=settings.ccxt_backoff_s,
+                    cap_s=settings.ccxt_backoff_max_s,
+                    retry_after_s=retry_after,
+                )
+                if delay is None:
                     raise SourceUnavailableError(
                         f"{self.name} {what} for {symbol}: the exchange asks to wait {retry_after:.0f} s "
                         f"(Retry-After), more than ccxt_backoff_max_s={settings.ccxt_backoff_max_s:g}; "
                         f"giving up after {attempt} tries; last failure: {problem}"
                     ) from exc
-                delay = max(
-                    min(settings.ccxt_backoff_s * 2 ** (attempt - 1), settings.ccxt_backoff_max_s),
-                    retry_after,
-                )
                 log.warning(
                     "%s %s for %s: %s (try %d of %d), retrying in %.1f s",
                     self.name,
@@ -361,14 +364,3 @@ def _market_type(symbol: str) -> str:
     pair, settle = symbol.split(":", 1)
     quote = pair.split("/")[-1]
     return "linear" if settle.split("-")[0] == quote else "inverse"
-
-
-def _retry_after_s(headers: Mapping[str, str] | None) -> float:
-    """Seconds from a numeric ``Retry-After`` response header; 0 when absent or not a number."""
-    if not headers:
-        return 0.0
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 0.0

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
+from features.ingest.sources.retry import parse_retry_after, retry_delay
 from sextant import __version__
 from sextant.errors import (
     ConfigError,
@@ -70,24 +71,21 @@ def fetch_with_retry(
                     f"{shown}: refused with HTTP {status} {response.reason_phrase}; check the URL"
                 )
             problem = f"HTTP {status} {response.reason_phrase}"
-            retry_after = _retry_after_s(response)
+            retry_after = parse_retry_after(response.headers)
         if attempt == max_tries:
             raise SourceUnavailableError(
                 f"{shown}: gave up after {max_tries} tries; last failure: {problem}"
             )
-        delay = min(backoff_s * 2 ** (attempt - 1), backoff_max_s)
-        if retry_after is not None:
-            delay = min(max(delay, retry_after), backoff_max_s)
+        delay = retry_delay(
+            attempt, base_s=backoff_s, cap_s=backoff_max_s, retry_after_s=retry_after
+        )
+        if delay is None:
+            raise SourceUnavailableError(
+                f"{shown}: the server asks to wait {retry_after:.0f} s (Retry-After), more than the "
+                f"backoff cap of {backoff_max_s:g} s; giving up after {attempt} tries; last failure: {problem}"
+            )
         log.warning(
             "%s: %s (try %d of %d), retrying in %.1f s", shown, problem, attempt, max_tries, delay
         )
         sleep(delay)
     raise AssertionError("unreachable: the last try returns or raises")
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """Seconds from a numeric ``Retry-After`` header (the HTTP-date form is rare on APIs: ignored)."""
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
