@@ -16,7 +16,7 @@ from tests.fakes.alt_data_server import load_fng_rows, serve_alt_data
         (1, None, 0.5),
         (2, None, 1.0),
         (4, None, 3.0),
-        (1, 7.0, 7.0),
+        (1, 2.5, 2.5),
         (3, 0.1, 2.0),
         (1, 3.0, 3.0),
         (1, 3.5, None),
