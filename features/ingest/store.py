@@ -331,10 +331,7 @@ class MarketStore:
         *,
         before: datetime | None = None,
     ) -> datetime | None:
-        where, params = _series_filter(dataset, source, symbol, timeframe)
-        if before is not None:
-            where += " AND event_ts < ?"
-            params.append(before)
+        where, params = _series_filter(dataset, source, symbol, timeframe, before=before)
         row = con.execute(
             f"SELECT max(event_ts) FROM {TABLES[dataset]} WHERE {where}", params
         ).fetchone()
@@ -352,13 +349,7 @@ class MarketStore:
         end: datetime | None = None,
     ) -> pd.Series:
         """Sorted stored timestamps of one series within [start, end]."""
-        where, params = _series_filter(dataset, source, symbol, timeframe)
-        if start is not None:
-            where += " AND event_ts >= ?"
-            params.append(start)
-        if end is not None:
-            where += " AND event_ts <= ?"
-            params.append(end)
+        where, params = _series_filter(dataset, source, symbol, timeframe, start=start, end=end)
         frame = self.query(
             f"SELECT event_ts FROM {TABLES[dataset]} WHERE {where} ORDER BY event_ts", params
         )
@@ -391,19 +382,11 @@ class MarketStore:
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> pd.DataFrame:
-        """Stored candles of one series, ordered by time; ``source`` None means any single source."""
-        sql = "SELECT * FROM candles WHERE symbol = ? AND timeframe = ?"
-        params: list[Any] = [symbol, timeframe]
-        if source is not None:
-            sql += " AND source = ?"
-            params.append(source)
-        if start is not None:
-            sql += " AND event_ts >= ?"
-            params.append(start)
-        if end is not None:
-            sql += " AND event_ts <= ?"
-            params.append(end)
-        return self.query(sql + " ORDER BY source, event_ts", params)
+        """Stored candles of one series, ordered by source and time; ``source`` None: every source."""
+        where, params = _series_filter(
+            Dataset.CANDLES, source, symbol, timeframe, start=start, end=end
+        )
+        return self.query(f"SELECT * FROM candles WHERE {where} ORDER BY source, event_ts", params)
 
     def coverage(self) -> list[Coverage]:
         """First/last timestamp, rows, gaps and quarantined rows of every stored series."""
@@ -479,17 +462,26 @@ class MarketStore:
 
 
 def _series_filter(
-    dataset: Dataset, source: str, symbol: str, timeframe: str
+    dataset: Dataset,
+    source: str | None,
+    symbol: str,
+    timeframe: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    before: datetime | None = None,
 ) -> tuple[str, list[Any]]:
-    where = "source = ?"
-    params: list[Any] = [source]
-    if "symbol" in COLUMNS[dataset]:
-        where += " AND symbol = ?"
-        params.append(symbol)
-    if "timeframe" in COLUMNS[dataset]:
-        where += " AND timeframe = ?"
-        params.append(timeframe)
-    return where, params
+    """WHERE clause of one series (any source when None) within [start, end] and before ``before``."""
+    conditions = [
+        ("source = ?", source),
+        ("symbol = ?", symbol if "symbol" in COLUMNS[dataset] else None),
+        ("timeframe = ?", timeframe if "timeframe" in COLUMNS[dataset] else None),
+        ("event_ts >= ?", start),
+        ("event_ts <= ?", end),
+        ("event_ts < ?", before),
+    ]
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    return " AND ".join(sql for sql, _ in used) or "TRUE", [value for _, value in used]
 
 
 def _step_ms(dataset: Dataset, timeframe: str) -> int | None:
