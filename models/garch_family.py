@@ -31,10 +31,10 @@ from models.metrics import volatility_metrics
 from models.onnx_garch import (
     INPUT_RETURN,
     INPUT_VARIANCE,
-    OPSET,
     OUTPUT_VARIANCE,
     PARITY_TOLERANCE,
     ParityReport,
+    build_recursion_model,
     recursion_nodes,
 )
 from sextant.errors import DataValidationError
@@ -90,30 +90,14 @@ def garch_multi_onnx(fits: Mapping[str, GarchFit]) -> onnx.ModelProto:
             )
         )
     nodes += recursion_nodes()
-    column: list[str | int | None] = ["N", 1]
-    graph = helper.make_graph(
-        nodes,
-        "garch_one_step_multi",
-        inputs=[
-            helper.make_tensor_value_info(INPUT_SYMBOL, TensorProto.INT64, column),
-            helper.make_tensor_value_info(INPUT_RETURN, TensorProto.DOUBLE, column),
-            helper.make_tensor_value_info(INPUT_VARIANCE, TensorProto.DOUBLE, column),
-        ],
-        outputs=[helper.make_tensor_value_info(OUTPUT_VARIANCE, TensorProto.DOUBLE, column)],
-        initializer=initializers,
-    )
-    opset = helper.make_opsetid("", OPSET)
-    model = helper.make_model(
-        graph,
-        opset_imports=[opset],
-        ir_version=helper.find_min_ir_version_for([opset]),
-        producer_name="sextant",
-        doc_string="GARCH(1,1) one-step conditional variance per symbol, unscaled return units",
-    )
     first = fits[symbols[0]].config
-    helper.set_model_props(
-        model,
-        {
+    return build_recursion_model(
+        "garch_one_step_multi",
+        nodes,
+        initializers,
+        extra_inputs=[helper.make_tensor_value_info(INPUT_SYMBOL, TensorProto.INT64, ["N", 1])],
+        doc="GARCH(1,1) one-step conditional variance per symbol, unscaled return units",
+        props={
             "family": "garch",
             "symbols": json.dumps(symbols),
             "dist": first.dist,
@@ -124,8 +108,6 @@ def garch_multi_onnx(fits: Mapping[str, GarchFit]) -> onnx.ModelProto:
             "nu": json.dumps({s: fits[s].params.nu for s in symbols}),
         },
     )
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def garch_multi_parity(

@@ -32,6 +32,7 @@ __all__ = [
     "OUTPUT_VARIANCE",
     "PARITY_TOLERANCE",
     "ParityReport",
+    "build_recursion_model",
     "check_parity",
     "garch_onnx_model",
     "recursion_nodes",
@@ -75,12 +76,41 @@ def garch_onnx_model(fit: GarchFit) -> onnx.ModelProto:
         for name, value in constants.items()
     ]
     initializers.append(numpy_helper.from_array(np.array(0.0, dtype=np.float64), name="zero"))
-    nodes = recursion_nodes()
+    # Serving turns next_variance into a VaR with mu and the unit-variance innovation quantile.
+    props = {
+        "family": "garch",
+        "dist": fit.config.dist,
+        "gjr": str(fit.config.gjr).lower(),
+        "nu": repr(p.nu),
+        "mu": repr(p.mu),
+        "var99_quantile": repr(standardized_quantile(p, 0.99)),
+    }
+    return build_recursion_model(
+        "garch_one_step",
+        recursion_nodes(),
+        initializers,
+        extra_inputs=[],
+        doc="GARCH(1,1) one-step conditional variance in unscaled return units",
+        props=props,
+    )
+
+
+def build_recursion_model(
+    name: str,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    *,
+    extra_inputs: list[onnx.ValueInfoProto],
+    doc: str,
+    props: dict[str, str],
+) -> onnx.ModelProto:
+    """A checked model around recursion nodes: [N,1] float64 return/variance in, next variance out."""
     column: list[str | int | None] = ["N", 1]
     graph = helper.make_graph(
         nodes,
-        "garch_one_step",
+        name,
         inputs=[
+            *extra_inputs,
             helper.make_tensor_value_info(INPUT_RETURN, TensorProto.DOUBLE, column),
             helper.make_tensor_value_info(INPUT_VARIANCE, TensorProto.DOUBLE, column),
         ],
@@ -93,20 +123,9 @@ def garch_onnx_model(fit: GarchFit) -> onnx.ModelProto:
         opset_imports=[opset],
         ir_version=helper.find_min_ir_version_for([opset]),
         producer_name="sextant",
-        doc_string="GARCH(1,1) one-step conditional variance in unscaled return units",
+        doc_string=doc,
     )
-    # Serving turns next_variance into a VaR with mu and the unit-variance innovation quantile.
-    helper.set_model_props(
-        model,
-        {
-            "family": "garch",
-            "dist": fit.config.dist,
-            "gjr": str(fit.config.gjr).lower(),
-            "nu": repr(p.nu),
-            "mu": repr(p.mu),
-            "var99_quantile": repr(standardized_quantile(p, 0.99)),
-        },
-    )
+    helper.set_model_props(model, props)
     onnx.checker.check_model(model, full_check=True)
     return model
 
