@@ -259,10 +259,9 @@ def _news_window(at: pd.Series, news: pd.DataFrame) -> tuple[Array, Array]:
     """Count and mean sentiment of headlines known in (t - 24 h, t]; null outside the news coverage."""
     if news.empty:
         return _nan(at), _nan(at)
-    known = np.sort(news["available_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-    order = np.argsort(
-        news["available_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64), kind="stable"
-    )
+    stamps = news["available_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    order = np.argsort(stamps, kind="stable")
+    known = stamps[order]
     scores = news["sentiment"].to_numpy(dtype=np.float64)[order]
     cumulative = np.r_[0.0, np.cumsum(np.nan_to_num(scores))]
     t = at.to_numpy(dtype="datetime64[ns]").astype(np.int64)

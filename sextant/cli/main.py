@@ -64,7 +64,7 @@ def _emit_json(payload: dict[str, Any]) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
-def _parse_since(value: str | None) -> datetime | None:
+def _parse_time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     from sextant.errors import ConfigError
@@ -73,7 +73,7 @@ def _parse_since(value: str | None) -> datetime | None:
     try:
         return parse_utc(value)
     except ValueError as exc:
-        raise ConfigError(f"--since {value!r} is not an ISO date or timestamp: {exc}") from exc
+        raise ConfigError(f"{option} {value!r} is not an ISO date or timestamp: {exc}") from exc
 
 
 @app.command()
@@ -120,7 +120,7 @@ def ingest(
         api_url=api_url,
         symbols=tuple(symbol or ()),
         timeframe=timeframe,
-        since=_parse_since(since),
+        since=_parse_time(since, "--since"),
         path=path,
         dataset=Dataset(dataset.value) if dataset else None,
         feeds=tuple(feed or ()),
@@ -280,8 +280,8 @@ def train(
     options: dict[str, Any] = {
         "families": tuple(m.strip() for m in models.split(",") if m.strip()),
         "symbols": tuple(symbol or ()),
-        "start": _parse_since(start),
-        "end": _parse_since(end),
+        "start": _parse_time(start, "--start"),
+        "end": _parse_time(end, "--end"),
     }
     config = TrainConfig.quick(**options) if quick else TrainConfig(**options)
     reports = train_models(settings, config)
@@ -384,8 +384,8 @@ def backtest(
     report = run_backtest_study(
         settings,
         symbols=tuple(symbol) if symbol else None,
-        start=_parse_since(start),
-        end=_parse_since(end),
+        start=_parse_time(start, "--start"),
+        end=_parse_time(end, "--end"),
         fuser_mode=fuser_mode,
     )
     payload = report.to_json()
