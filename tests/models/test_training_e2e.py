@@ -199,7 +199,9 @@ def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Traine
     run = client.get_run(report.run_id)
     assert run.info.status == "FINISHED"
     assert any(a.path == "report" for a in client.list_artifacts(report.run_id))
-    assert "fused.sharpe" in run.data.metrics or "fused.total_return" in run.data.metrics
+    for strategy in report.metrics:
+        assert f"{strategy}.total_return" in run.data.metrics
+    assert run.data.params["n_trials"] == str(len(SELECTION_GRID))
 
 
 def test_backtest_of_a_range_without_predictions_names_symbol_and_period(trained: Trained) -> None:
