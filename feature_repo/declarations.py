@@ -1,4 +1,4 @@
-"""Feast declarations of sextant's features: one entity, one source and one view per kind, services.
+"""Feast declarations of sextant's features: one entity, a view per kind, services, service vectors.
 
 Declarations only: nothing of the repo is imported here and nothing imports this file.
 `features.feast_declarations` executes it in a fresh namespace and rewrites each source's path to
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64
+from feast.types import Array, Float64
 
 symbol = Entity(
     name="symbol",
@@ -35,7 +35,7 @@ alt_source = FileSource(
 )
 
 # TTL: how far back from an entity time the point-in-time join (and online freshness) may reach.
-# Two days is the longest staleness any feature's own rule allows (Fear & Greed: at most 48 h
+# Equal to `features.definitions.FEATURE_TTL` (a test holds them equal). Two days is the longest staleness any feature's own rule allows (Fear & Greed: at most 48 h
 # old; funding 24 h; bar features are rewritten every bar), so the view never blanks a value its
 # rule still accepts, while a symbol whose rows stopped (delisted, ingest broken) goes null after
 # two days instead of serving a frozen value. It also spans one missed bar on a 1d timeframe.
@@ -173,3 +173,40 @@ garch_vol_v1 = FeatureService(
     ],
     description="GARCH volatility model: returns and realized/range volatility",
 )
+
+
+# The online form of each service: its features packed, in the service's order, into one list
+# value per bar close (`sextant features build` writes the tables, `features/vectors.py`). Feast's
+# online read costs per feature and per view; reading one packed value is one sqlite row.
+xgb_direction_v1_vector_source = FileSource(
+    name="xgb_direction_v1_vector_source",
+    path="xgb_direction_v1_vector.parquet",
+    timestamp_field="available_at",
+)
+lstm_direction_v1_vector_source = FileSource(
+    name="lstm_direction_v1_vector_source",
+    path="lstm_direction_v1_vector.parquet",
+    timestamp_field="available_at",
+)
+garch_vol_v1_vector_source = FileSource(
+    name="garch_vol_v1_vector_source",
+    path="garch_vol_v1_vector.parquet",
+    timestamp_field="available_at",
+)
+
+
+def _vector_view(service: FeatureService, source: FileSource) -> FeatureView:
+    return FeatureView(
+        name=f"{service.name}_vector",
+        entities=[symbol],
+        ttl=FEATURE_TTL,
+        schema=[Field(name="vector", dtype=Array(Float64))],
+        online=True,
+        source=source,
+        description=f"the features of {service.name}, packed in its order, as of each bar close",
+    )
+
+
+xgb_direction_v1_vector = _vector_view(xgb_direction_v1, xgb_direction_v1_vector_source)
+lstm_direction_v1_vector = _vector_view(lstm_direction_v1, lstm_direction_v1_vector_source)
+garch_vol_v1_vector = _vector_view(garch_vol_v1, garch_vol_v1_vector_source)

@@ -20,8 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.compute import AltData, compute_features, perp_symbol
-from features.definitions import FEATURE_VIEWS, FEATURES, Kind
+from features.definitions import (
+    FEATURE_SERVICES,
+    FEATURE_VIEWS,
+    FEATURES,
+    SERVICE_VECTOR_VIEWS,
+    Kind,
+)
 from features.ingest.store import MarketStore
+from features.vectors import write_service_vectors
 from sextant.errors import DataValidationError
 from sextant.settings import Settings
 
@@ -126,7 +133,13 @@ def _fingerprint(store: MarketStore, symbol: str, timeframe: str, source: str) -
     )
     definitions = [(f.name, f.kind.value, f.window, f.warmup) for f in FEATURES]
     payload = json.dumps(
-        {"source": source, "timeframe": timeframe, "inputs": parts, "defs": definitions},
+        {
+            "source": source,
+            "timeframe": timeframe,
+            "inputs": parts,
+            "defs": definitions,
+            "services": FEATURE_SERVICES,
+        },
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -158,8 +171,12 @@ def build_features(
             computed[symbol] = compute_features(candles, timeframe, load_alt_data(store, symbol))
             fingerprints[symbol] = fingerprint
             report.rebuilt.append(symbol)
+    tables = {}
     for kind, view in FEATURE_VIEWS.items():
-        report.views.append(_write_view(features_dir, kind, view, computed))
+        built, tables[kind] = _write_view(features_dir, kind, view, computed)
+        report.views.append(built)
+    if computed:
+        report.views.extend(_write_vectors(features_dir, tables))
     manifest.update(fingerprints)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     report.seconds = time.perf_counter() - started
@@ -167,20 +184,39 @@ def build_features(
 
 
 def _tables_exist(features_dir: Path) -> bool:
-    return all(view_path(features_dir, view).exists() for view in FEATURE_VIEWS.values())
+    views = (*FEATURE_VIEWS.values(), *SERVICE_VECTOR_VIEWS.values())
+    return all(view_path(features_dir, view).exists() for view in views)
+
+
+def _write_vectors(features_dir: Path, tables: dict[Kind, pd.DataFrame]) -> list[ViewBuild]:
+    """Repack every service's vectors from the kind tables just written (`features.vectors`)."""
+    started = time.perf_counter()
+    before = {
+        view: pq.read_metadata(path).num_rows if path.exists() else 0
+        for view in SERVICE_VECTOR_VIEWS.values()
+        for path in [view_path(features_dir, view)]
+    }
+    written = write_service_vectors(features_dir, tables)
+    share = (time.perf_counter() - started) / max(len(written), 1)  # one packing serves all
+    return [
+        ViewBuild(view, rows=rows, rows_added=rows - before[view], seconds=share)
+        for view, rows in written.items()
+    ]
 
 
 def _write_view(
     features_dir: Path, kind: Kind, view: str, computed: dict[str, pd.DataFrame]
-) -> ViewBuild:
+) -> tuple[ViewBuild, pd.DataFrame]:
+    """Replace the rows of the recomputed symbols in one view's table; the table as written."""
     started = time.perf_counter()
     path = view_path(features_dir, view)
     names = [f.name for f in FEATURES if f.kind is kind]
     previous = pd.read_parquet(path) if path.exists() else None
     if not computed and previous is not None:
-        return ViewBuild(
+        unchanged = ViewBuild(
             view, rows=len(previous), rows_added=0, seconds=time.perf_counter() - started
         )
+        return unchanged, previous
     kept = previous[~previous["symbol"].isin(list(computed))] if previous is not None else None
     fresh = [frame.loc[:, [*KEY_COLUMNS, *names]] for frame in computed.values()]
     parts = [p for p in (kept, *fresh) if p is not None and len(p)]
@@ -194,6 +230,7 @@ def _write_view(
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp, compression="zstd")
     tmp.replace(path)  # readers never see a half-written table
-    return ViewBuild(
+    built = ViewBuild(
         view, rows=len(table), rows_added=len(table) - before, seconds=time.perf_counter() - started
     )
+    return built, table

@@ -9,6 +9,7 @@ window spans its bars, not wall-clock time).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from sextant.errors import ConfigError
@@ -17,7 +18,10 @@ __all__ = [
     "ALT_FEATURES",
     "FEATURES",
     "FEATURE_SERVICES",
+    "FEATURE_TTL",
     "FEATURE_VIEWS",
+    "SERVICE_VECTOR_VIEWS",
+    "VECTOR_FIELD",
     "FeatureDef",
     "Kind",
     "by_name",
@@ -188,6 +192,18 @@ FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
         "garman_klass_vol_24",
     ),
 }
+
+
+# The online form of each service: one view per service whose single feature, VECTOR_FIELD, packs
+# the service's features in the order above, as of each bar close (`features.vectors`). Feast's
+# online read costs per feature and per view; one packed value is one sqlite row to read.
+VECTOR_FIELD = "vector"
+SERVICE_VECTOR_VIEWS: dict[str, str] = {s: f"{s}_vector" for s in FEATURE_SERVICES}
+
+# How far back a point-in-time join reaches from an entity time (Feast view TTL). Two days is the
+# longest staleness any feature's own rule allows (Fear & Greed: at most 48 h old); the Feast
+# declarations declare the same TTL (a test holds them equal).
+FEATURE_TTL = timedelta(days=2)
 
 
 def by_name() -> dict[str, FeatureDef]:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from features.definitions import FEATURE_SERVICES, FEATURE_VIEWS, FEATURES, Kind, max_warmup
+from features.definitions import (
+    FEATURE_SERVICES,
+    FEATURE_TTL,
+    FEATURE_VIEWS,
+    FEATURES,
+    SERVICE_VECTOR_VIEWS,
+    VECTOR_FIELD,
+    Kind,
+    max_warmup,
+)
 
 __all__ = ["render_markdown"]
 
@@ -46,4 +55,22 @@ def render_markdown() -> str:
         f"| `{name}` | {', '.join(f'`{n}`' for n in names)} |"
         for name, names in FEATURE_SERVICES.items()
     ]
+    lines += [
+        "",
+        "## Online vectors",
+        "",
+        "Training frames join the per-kind views above. The online read of a service",
+        f"(`online_array`, `online_features`) reads one packed value instead: `<view>:{VECTOR_FIELD}`, "
+        "the",
+        "service's features in its order as of each bar close, written by `sextant features build`",
+        "with Feast's point-in-time rule (each view's latest row at or before the close, at most",
+        f"{FEATURE_TTL.days} days old). A Feast online read costs per feature and per view; one packed "
+        "value is",
+        "one sqlite row. Tests hold each packed row equal to the training frame at that bar and the",
+        "online vector equal to Feast's feature-by-feature read of the service.",
+        "",
+        "| service | vector view |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | `{view}` |" for name, view in SERVICE_VECTOR_VIEWS.items()]
     return "\n".join(lines) + "\n"

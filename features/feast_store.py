@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.definitions import FEATURE_VIEWS, Kind, by_name, service_features
+from features.definitions import (
+    FEATURE_VIEWS,
+    SERVICE_VECTOR_VIEWS,
+    VECTOR_FIELD,
+    Kind,
+    by_name,
+    service_features,
+)
 from features.feast_declarations import Declarations, load_declarations
+from features.vectors import packed_features
 from sextant.errors import ConfigError, DataValidationError
 from sextant.paths import StatePaths
 from sextant.settings import Settings
@@ -102,6 +110,7 @@ class FeastStore:
         self._declarations: Declarations | None = None
         self._store: FeatureStore | None = None
         self._services: dict[str, FeatureService] = {}
+        self._vector_refs: dict[str, str] = {}
 
     @property
     def declarations(self) -> Declarations:
@@ -128,6 +137,7 @@ class FeastStore:
         self.paths.feast_dir.mkdir(parents=True, exist_ok=True)
         self.store.apply(self.declarations.all())
         self._services.clear()
+        self._vector_refs.clear()
 
     def materialize(self, *, end: datetime | None = None) -> list[ViewReport]:
         """Apply, then load each view's rows not yet online, up to ``end``, into the online store.
@@ -149,8 +159,23 @@ class FeastStore:
                     f"feature table for view {name!r} has no rows; {BUILD_HINT}",
                     origin=str(self.table_path(name)),
                 )
+        self._check_vector_layouts(tables)
         self.apply()
         return [self._materialize_view(v, tables[v.name], end) for v in self.declarations.views]
+
+    def _check_vector_layouts(self, tables: dict[str, pd.DataFrame]) -> None:
+        """Refuse a vector table packed for another feature list than its service's (stale build)."""
+        for service, view in SERVICE_VECTOR_VIEWS.items():
+            if view not in tables:
+                continue
+            packed = packed_features(self.table_path(view))
+            if packed != service_features(service):
+                raise DataValidationError(
+                    f"vector table of {service!r} was packed for other features than the "
+                    f"service lists now; {BUILD_HINT}",
+                    origin=str(self.table_path(view)),
+                    field=VECTOR_FIELD,
+                )
 
     def _materialize_view(
         self, view: FeatureView, table: pd.DataFrame, end: datetime | None
@@ -247,17 +272,18 @@ class FeastStore:
         return frame
 
     def online_array(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
-        """The same values as `online_features` as a float64 matrix (symbols x features): no pandas."""
+        """The same values as `online_features` as a float64 matrix (symbols x features): no pandas.
+
+        Reads the service's packed vector view (`features.vectors`): one Feast online read of
+        one value per symbol, instead of one value per feature from each of the kind views.
+        """
         names = _service_names(feature_service)
         if not symbols:
             return np.empty((0, len(names)))
-        if not (self.paths.feast_dir / "registry.db").exists():
-            raise ConfigError(f"no Feast registry in {self.paths.feast_dir}; {MATERIALIZE_HINT}")
         response = self.store.get_online_features(
-            features=self._service(feature_service),
-            entity_rows=[{"symbol": s} for s in symbols],
+            features=[self._vector_ref(feature_service)], entity_rows={"symbol": list(symbols)}
         )
-        matrix, found = _read_response(response.proto, names, len(symbols))
+        matrix, found = _read_vectors(response.proto, feature_service, len(names), len(symbols))
         missing = [s for s, ok in zip(symbols, found, strict=True) if not ok]
         if missing:
             raise DataValidationError(
@@ -266,6 +292,23 @@ class FeastStore:
                 origin=str(self.paths.feast_dir / "online.db"),
                 field="symbol",
             )
+        return matrix
+
+    def online_per_feature(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
+        """The service's features read one by one from the kind views (Feast's service read).
+
+        Slower than `online_array` (Feast builds a value per feature); kept to check the packed
+        vectors against, and to read a service whose vectors are not materialized.
+        """
+        names = _service_names(feature_service)
+        if not symbols:
+            return np.empty((0, len(names)))
+        self._require_registry()
+        response = self.store.get_online_features(
+            features=self._service(feature_service),
+            entity_rows=[{"symbol": s} for s in symbols],
+        )
+        matrix, _ = _read_response(response.proto, names, len(symbols))
         return matrix
 
     # --- internals ------------------------------------------------------------------------------
@@ -299,6 +342,28 @@ class FeastStore:
             )
         except (FeastObjectNotFoundException, ProjectNotFoundException):
             return False
+
+    def _require_registry(self) -> None:
+        if not (self.paths.feast_dir / "registry.db").exists():
+            raise ConfigError(f"no Feast registry in {self.paths.feast_dir}; {MATERIALIZE_HINT}")
+
+    def _vector_ref(self, service: str) -> str:
+        """``<vector view>:vector`` of a service, once checked to be registered (cached)."""
+        ref = self._vector_refs.get(service)
+        if ref is None:
+            from feast.errors import FeatureViewNotFoundException
+
+            view = SERVICE_VECTOR_VIEWS[service]
+            self._require_registry()
+            try:
+                self.store.get_feature_view(view)
+            except FeatureViewNotFoundException:
+                raise ConfigError(
+                    f"feature view {view!r} is not in the Feast registry of {self.paths.feast_dir}; "
+                    f"{MATERIALIZE_HINT}"
+                ) from None
+            ref = self._vector_refs[service] = f"{view}:{VECTOR_FIELD}"
+        return ref
 
     def _service(self, name: str) -> FeatureService:
         """The registered service (cached: the hot path of online reads)."""
@@ -516,6 +581,31 @@ def _read_response(proto: Any, names: tuple[str, ...], rows: int) -> tuple[np.nd
         ],
         dtype="float64",
     ).T
+    return matrix, found
+
+
+def _read_vectors(proto: Any, service: str, width: int, rows: int) -> tuple[np.ndarray, list[bool]]:
+    """Packed vectors as a matrix (a null vector is a row of NaN); per row, whether it was found."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    names = list(proto.metadata.feature_names.val)
+    vectors = proto.results[names.index(VECTOR_FIELD)]
+    matrix = np.full((rows, width), np.nan)
+    found = []
+    for row, (value, status) in enumerate(zip(vectors.values, vectors.statuses, strict=True)):
+        found.append(status != FieldStatus.NOT_FOUND)
+        kind = value.WhichOneof("val")
+        if kind == "double_list_val":
+            packed = value.double_list_val.val
+            if len(packed) != width:
+                raise DataValidationError(
+                    f"online vector of {service!r} holds {len(packed)} values, the service has "
+                    f"{width} features; {BUILD_HINT}, then {MATERIALIZE_HINT}",
+                    field=VECTOR_FIELD,
+                )
+            matrix[row] = packed
+        elif kind not in (None, "null_val"):
+            raise DataValidationError(f"online vector of {service!r} is a {kind}, not doubles")
     return matrix, found
 
 

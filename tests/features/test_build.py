@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 
 from features.build import build_features, view_path
-from features.definitions import FEATURE_VIEWS, FEATURES, Kind, max_warmup
+from features.definitions import (
+    FEATURE_VIEWS,
+    FEATURES,
+    SERVICE_VECTOR_VIEWS,
+    Kind,
+    max_warmup,
+    service_features,
+)
 from features.ingest.batch import Batch, Dataset
 from features.ingest.service import ingest_source
 from features.ingest.store import MarketStore
@@ -53,9 +60,27 @@ def test_built_tables_pass_the_data_tests(settings: Settings, sample_market: Sam
             assert not np.isnan(values).any() and np.isfinite(values).all()
         else:
             assert np.isfinite(values[~np.isnan(values)]).all()
-    assert {v.view: v.rows for v in report.views} == dict.fromkeys(
-        FEATURE_VIEWS.values(), expected_rows
-    )
+    views = (*FEATURE_VIEWS.values(), *SERVICE_VECTOR_VIEWS.values())
+    assert {v.view: v.rows for v in report.views} == dict.fromkeys(views, expected_rows)
+
+
+def test_each_service_vector_packs_its_features_of_the_same_bar(settings: Settings) -> None:
+    # Arrange
+    build_features(settings)
+    tables = read_views(settings)
+    wide = tables[Kind.TA]
+    for kind in (Kind.STAT, Kind.ALT):
+        wide = wide.merge(tables[kind], on=["symbol", "event_ts", "available_at"], validate="1:1")
+
+    for service, view in SERVICE_VECTOR_VIEWS.items():
+        # Act
+        packed = pd.read_parquet(view_path(settings.paths.features_dir, view))
+
+        # Assert: same rows, same order, the service's features in its order (NaN kept)
+        assert packed.columns.tolist() == ["symbol", "event_ts", "available_at", "vector"]
+        assert packed[["symbol", "event_ts"]].equals(wide[["symbol", "event_ts"]])
+        expected = wide[list(service_features(service))].to_numpy(dtype=float)
+        assert np.array_equal(np.stack(packed["vector"].to_numpy()), expected, equal_nan=True)
 
 
 def test_unchanged_inputs_skip_and_new_candles_rebuild_only_their_symbol(
@@ -85,7 +110,8 @@ def test_unchanged_inputs_skip_and_new_candles_rebuild_only_their_symbol(
     report = build_features(settings)
 
     assert report.rebuilt == ["ETH/USDT"] and report.skipped == ["BTC/USDT"]
-    assert {v.view: v.rows_added for v in report.views} == dict.fromkeys(FEATURE_VIEWS.values(), 1)
+    views = (*FEATURE_VIEWS.values(), *SERVICE_VECTOR_VIEWS.values())
+    assert {v.view: v.rows_added for v in report.views} == dict.fromkeys(views, 1)
 
 
 def test_a_symbol_without_candles_is_named(settings: Settings) -> None:

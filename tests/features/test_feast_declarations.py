@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from features.definitions import FEATURE_SERVICES, FEATURE_VIEWS, FEATURES, Kind, by_name
+from features.definitions import (
+    FEATURE_SERVICES,
+    FEATURE_TTL,
+    FEATURE_VIEWS,
+    FEATURES,
+    SERVICE_VECTOR_VIEWS,
+    VECTOR_FIELD,
+    Kind,
+    by_name,
+)
 from features.feast_declarations import DEFAULT_REPO_DIR, Declarations, load_declarations
 from sextant.errors import ConfigError
 
@@ -36,8 +45,9 @@ def test_every_feature_sits_in_the_view_of_its_kind_in_registry_order(
     expected = {FEATURE_VIEWS[kind]: [f.name for f in FEATURES if f.kind is kind] for kind in Kind}
 
     # Act
-    views = {v.name: [field.name for field in v.features] for v in declared.views}
-    dtypes = {field.dtype for v in declared.views for field in v.features}
+    kind_views = [v for v in declared.views if v.name in expected]
+    views = {v.name: [field.name for field in v.features] for v in kind_views}
+    dtypes = {field.dtype for v in kind_views for field in v.features}
 
     # Assert
     assert views == expected
@@ -60,9 +70,28 @@ def test_views_read_available_at_from_their_table_under_the_home(
     assert {n: Path(s.path) for n, s in files.items()} == {
         n: features_dir / f"{n}.parquet" for n in files
     }
-    assert {v.ttl for v in declared.views} == {timedelta(days=2)}
+    assert {v.ttl for v in declared.views} == {FEATURE_TTL} == {timedelta(days=2)}
     assert all(v.online for v in declared.views)
-    assert [v.entities for v in declared.views] == [["symbol"]] * 3
+    assert [v.entities for v in declared.views] == [["symbol"]] * len(declared.views)
+
+
+def test_every_service_has_one_vector_view_with_one_float_list_feature(
+    declared: Declarations,
+) -> None:
+    from feast.types import Array, Float64
+
+    # Act
+    vectors = {
+        v.name: [(field.name, field.dtype) for field in v.features]
+        for v in declared.views
+        if v.name not in FEATURE_VIEWS.values()
+    }
+
+    # Assert: the kind views and the vector views are every view there is
+    assert vectors == {
+        view: [(VECTOR_FIELD, Array(Float64))] for view in SERVICE_VECTOR_VIEWS.values()
+    }
+    assert SERVICE_VECTOR_VIEWS.keys() == FEATURE_SERVICES.keys()
 
 
 def test_the_entity_is_the_symbol_string(declared: Declarations) -> None:

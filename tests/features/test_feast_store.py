@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURE_VIEWS, FEATURES, Kind, service_features
+from features.definitions import (
+    FEATURE_SERVICES,
+    FEATURE_VIEWS,
+    FEATURES,
+    SERVICE_VECTOR_VIEWS,
+    Kind,
+    service_features,
+)
 from features.feast_store import (
     FeastStore,
     ViewReport,
@@ -18,6 +25,7 @@ from features.feast_store import (
     online_features,
     training_frame,
 )
+from features.vectors import write_service_vectors
 from sextant.errors import ConfigError, DataValidationError
 from sextant.settings import Settings, load_settings
 
@@ -62,6 +70,7 @@ def build_tables(features_dir: Path, *, bars: int = BARS, scale: float = 1.0) ->
             frames.append(frame)
         table = pd.concat(frames, ignore_index=True)
         table.to_parquet(features_dir / f"{FEATURE_VIEWS[kind]}.parquet", index=False)
+    write_service_vectors(features_dir)
 
 
 def settings_for(home: Path) -> Settings:
@@ -113,11 +122,13 @@ def test_first_materialize_backfills_every_row(
     by_view = {r.view: r for r in reports}
 
     # Assert
-    assert [r.incremental for r in reports] == [False] * 3
+    assert [r.incremental for r in reports] == [False] * 6
     assert {v: r.rows for v, r in by_view.items()} == {
         "ta_features": 2 * BARS,
         "stat_features": 2 * BARS,
         "alt_features": 2 * (BARS // 8 + 1),
+        # one packed vector per service and bar close
+        **{view: 2 * BARS for view in SERVICE_VECTOR_VIEWS.values()},
     }
     assert by_view["ta_features"].start == T0 + HOUR
     assert by_view["ta_features"].end == last_bar + pd.Timedelta(microseconds=1)
@@ -181,29 +192,54 @@ def test_an_alt_row_known_after_a_candle_close_does_not_leak_into_it(store: Feas
     assert frame["rsi_14"].tolist() == [7.0, 7.0]
 
 
-def test_online_read_equals_the_latest_offline_row(store: FeastStore) -> None:
-    # Arrange
-    wanted = service_features("xgb_direction_v1")
-    latest = {
-        kind: pd.read_parquet(store.table_path(FEATURE_VIEWS[kind]))
-        .sort_values("available_at")
-        .groupby("symbol")
-        .last()
-        for kind in Kind
+def test_online_read_equals_the_training_row_of_the_latest_bar_close(store: FeastStore) -> None:
+    # Arrange: the latest bar closes (ETH's bars start a day later, so it ends a day later)
+    symbols = ["ETH/USDT", "BTC/USDT"]
+    closes = {"ETH/USDT": T0 + (24 + BARS) * HOUR, "BTC/USDT": T0 + BARS * HOUR}
+    asked = entities(*((s, closes[s].isoformat()) for s in symbols))
+
+    for service, wanted in FEATURE_SERVICES.items():
+        # Act
+        frame = store.online_features(service, symbols)
+        array = store.online_array(service, symbols)
+        offline = store.training_frame(service, entity_df=asked)
+
+        # Assert
+        assert frame.columns.tolist() == ["symbol", *wanted]
+        assert frame["symbol"].tolist() == symbols
+        expected = offline[list(wanted)].to_numpy()
+        assert np.array_equal(frame[list(wanted)].to_numpy(), expected, equal_nan=True), service
+        assert np.array_equal(array, expected, equal_nan=True), service
+    # the funding settlement published after BTC's last close is not in its vector, null stays null
+    latest = store.online_features("xgb_direction_v1", symbols)
+    assert latest["funding_rate"].tolist() == [12.0 + 1000.0, 12.0]
+    assert pd.isna(latest.loc[0, "news_sentiment_24h"])
+
+
+def test_packed_vectors_equal_feasts_per_feature_read_and_training_frame(
+    store: FeastStore,
+) -> None:
+    # Arrange: every bar close of both symbols, as the training frame sees them
+    vectors = {
+        service: pd.read_parquet(store.table_path(view))
+        for service, view in SERVICE_VECTOR_VIEWS.items()
     }
 
-    # Act
-    frame = store.online_features("xgb_direction_v1", ["ETH/USDT", "BTC/USDT"])
-    array = store.online_array("xgb_direction_v1", ["ETH/USDT", "BTC/USDT"])
+    for service, table in vectors.items():
+        wanted = service_features(service)
+        asked = pd.DataFrame({"symbol": table["symbol"], "event_timestamp": table["available_at"]})
 
-    # Assert
-    assert frame.columns.tolist() == ["symbol", *wanted]
-    assert frame["symbol"].tolist() == ["ETH/USDT", "BTC/USDT"]
-    for kind, table in latest.items():
-        expected = table.loc[["ETH/USDT", "BTC/USDT"], names(kind)].to_numpy()
-        assert np.array_equal(frame[names(kind)].to_numpy(), expected, equal_nan=True), kind
-    assert pd.isna(frame.loc[0, "news_sentiment_24h"])
-    assert np.array_equal(array, frame[list(wanted)].to_numpy(), equal_nan=True)
+        # Act
+        offline = store.training_frame(service, entity_df=asked)
+        per_feature = store.online_per_feature(service, ["ETH/USDT", "BTC/USDT"])
+        packed = store.online_array(service, ["ETH/USDT", "BTC/USDT"])
+
+        # Assert: every packed row is Feast's point-in-time row; the online read agrees with
+        # Feast reading the service feature by feature
+        assert np.array_equal(
+            np.stack(table["vector"].to_numpy()), offline[list(wanted)].to_numpy(), equal_nan=True
+        ), service
+        assert np.array_equal(packed, per_feature, equal_nan=True), service
 
 
 def test_materialize_again_is_incremental_and_loads_only_new_rows(tmp_path: Path) -> None:
@@ -219,11 +255,12 @@ def test_materialize_again_is_incremental_and_loads_only_new_rows(tmp_path: Path
     appended = store.materialize()
 
     # Assert
-    assert [(r.incremental, r.rows) for r in unchanged] == [(True, 0)] * 3
+    assert [(r.incremental, r.rows) for r in unchanged] == [(True, 0)] * 6
     assert {r.view: (r.incremental, r.rows, r.start) for r in appended} == {
         "ta_features": (True, 10, T0 + 101 * HOUR),  # BTC's first new bar close
         "stat_features": (True, 10, T0 + 101 * HOUR),
         "alt_features": (True, 2, T0 + 13 * 8 * HOUR + SETTLEMENT_LAG),
+        **{v: (True, 10, T0 + 101 * HOUR) for v in SERVICE_VECTOR_VIEWS.values()},
     }
     # BTC's new rows all lie before ETH's previous latest row: a per-view watermark
     # (materialize_incremental) would have skipped them
@@ -300,3 +337,36 @@ def test_errors_name_the_problem_and_the_command_to_run(store: FeastStore, tmp_p
         broken.materialize()
     with pytest.raises(ConfigError, match=r"start must be timezone-aware"):
         store.training_frame("garch_vol_v1", ["BTC/USDT"], datetime(2024, 1, 1), end)
+
+
+def test_a_vector_table_packed_for_another_feature_list_is_refused(tmp_path: Path) -> None:
+    # Arrange: the garch vector table claims a feature order the service does not have
+    import pyarrow.parquet as pq
+
+    stale = FeastStore(settings_for(tmp_path / "stale"))
+    build_tables(stale.paths.features_dir)
+    path = stale.table_path(SERVICE_VECTOR_VIEWS["garch_vol_v1"])
+    table = pq.read_table(path)
+    pq.write_table(
+        table.replace_schema_metadata({b"sextant.features": b'["log_return_1", "gap_pct"]'}),
+        path,
+    )
+
+    # Act / Assert: nothing is applied or materialized
+    with pytest.raises(DataValidationError, match=r"garch_vol_v1.*packed for other features"):
+        stale.materialize()
+    assert not (stale.paths.feast_dir / "online.db").exists()
+
+
+def test_a_registry_without_the_vector_views_asks_for_materialize(tmp_path: Path) -> None:
+    # Arrange: a home applied with the kind views and services only (an older registry)
+    old = FeastStore(settings_for(tmp_path / "old"))
+    build_tables(old.paths.features_dir)
+    old.paths.feast_dir.mkdir(parents=True)
+    declared = old.declarations
+    kind_views = [v for v in declared.views if v.name in FEATURE_VIEWS.values()]
+    old.store.apply([*declared.entities, *kind_views, *declared.services])
+
+    # Act / Assert
+    with pytest.raises(ConfigError, match=r"garch_vol_v1_vector.*sextant features materialize"):
+        old.online_array("garch_vol_v1", ["BTC/USDT"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.definitions import FEATURE_VIEWS, SERVICE_VECTOR_VIEWS
 from features.ingest.store import MarketStore
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline_flow
@@ -84,7 +85,7 @@ def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None
         r["rows"] for r in summary["status"]
     )
     views = summary["features materialize"]
-    assert {v["view"] for v in views} == {"ta_features", "stat_features", "alt_features"}
+    assert {v["view"] for v in views} == {*FEATURE_VIEWS.values(), *SERVICE_VECTOR_VIEWS.values()}
     assert all(v["rows"] > 17_000 for v in views)
     assert {r["family"] for r in summary["train"]} == {"garch", "xgb", "lstm"}
     assert all(r["version"] == "1" for r in summary["train"])
