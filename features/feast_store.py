@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FeastStore",
+    "OnlineVectors",
     "ViewReport",
     "apply_repo",
     "feast_config",
@@ -58,6 +59,35 @@ ENTITY_COLUMNS = ("symbol", "event_timestamp")
 BAR_VIEWS = (FEATURE_VIEWS[Kind.TA], FEATURE_VIEWS[Kind.STAT])
 _ONE_US = timedelta(microseconds=1)
 _ROW = "__entity_row"  # restores the caller's row order: Feast returns rows in its own order
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineVectors:
+    """A service's latest online features per symbol, and the bar close each row describes."""
+
+    service: str
+    symbols: tuple[str, ...]
+    features: tuple[str, ...]
+    values: np.ndarray  # symbols x features, float64, NaN where a value is null
+    as_of: tuple[pd.Timestamp | None, ...]  # the vector's available_at (bar close), UTC
+
+    def to_json(self) -> dict[str, Any]:
+        """The `sextant features online --json` record (NaN is null)."""
+        return {
+            "service": self.service,
+            "features": list(self.features),
+            "rows": [
+                {
+                    "symbol": symbol,
+                    "as_of": None if as_of is None else as_of.isoformat(),
+                    "values": {
+                        name: None if np.isnan(value) else float(value)
+                        for name, value in zip(self.features, row, strict=True)
+                    },
+                }
+                for symbol, as_of, row in zip(self.symbols, self.as_of, self.values, strict=True)
+            ],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +307,36 @@ class FeastStore:
         Reads the service's packed vector view (`features.vectors`): one Feast online read of
         one value per symbol, instead of one value per feature from each of the kind views.
         """
+        matrix, _ = self._read_online_vectors(feature_service, symbols)
+        return matrix
+
+    def online_vectors(self, feature_service: str, symbols: Sequence[str]) -> OnlineVectors:
+        """`online_array` plus, per symbol, the bar close the vector describes (its freshness)."""
+        matrix, stamps = self._read_online_vectors(feature_service, symbols)
+        as_of = tuple(
+            pd.Timestamp(stamp.ToDatetime(), tz="UTC") if stamp.seconds or stamp.nanos else None
+            for stamp in stamps
+        )
+        return OnlineVectors(
+            service=feature_service,
+            symbols=tuple(symbols),
+            features=_service_names(feature_service),
+            values=matrix,
+            as_of=as_of,
+        )
+
+    def _read_online_vectors(
+        self, feature_service: str, symbols: Sequence[str]
+    ) -> tuple[np.ndarray, Sequence[Any]]:
         names = _service_names(feature_service)
         if not symbols:
-            return np.empty((0, len(names)))
+            return np.empty((0, len(names))), ()
         response = self.store.get_online_features(
             features=[self._vector_ref(feature_service)], entity_rows={"symbol": list(symbols)}
         )
-        matrix, found = _read_vectors(response.proto, feature_service, len(names), len(symbols))
+        matrix, found, stamps = _read_vectors(
+            response.proto, feature_service, len(names), len(symbols)
+        )
         missing = [s for s, ok in zip(symbols, found, strict=True) if not ok]
         if missing:
             raise DataValidationError(
@@ -292,7 +345,7 @@ class FeastStore:
                 origin=str(self.paths.feast_dir / "online.db"),
                 field="symbol",
             )
-        return matrix
+        return matrix, stamps
 
     def online_per_feature(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
         """The service's features read one by one from the kind views (Feast's service read).
@@ -584,8 +637,11 @@ def _read_response(proto: Any, names: tuple[str, ...], rows: int) -> tuple[np.nd
     return matrix, found
 
 
-def _read_vectors(proto: Any, service: str, width: int, rows: int) -> tuple[np.ndarray, list[bool]]:
-    """Packed vectors as a matrix (a null vector is a row of NaN); per row, whether it was found."""
+def _read_vectors(
+    proto: Any, service: str, width: int, rows: int
+) -> tuple[np.ndarray, list[bool], Sequence[Any]]:
+    """Packed vectors as a matrix (a null vector is a row of NaN); per row, whether it was found
+    and the vector's event timestamp (a protobuf Timestamp, zero when not found)."""
     from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
     names = list(proto.metadata.feature_names.val)
@@ -606,7 +662,7 @@ def _read_vectors(proto: Any, service: str, width: int, rows: int) -> tuple[np.n
             matrix[row] = packed
         elif kind not in (None, "null_val"):
             raise DataValidationError(f"online vector of {service!r} is a {kind}, not doubles")
-    return matrix, found
+    return matrix, found, vectors.event_timestamps
 
 
 def _scalar(value: Any) -> float:

@@ -33,8 +33,9 @@ def configure_logging(level: str = "INFO") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
-    # one line per HTTP request of every client library is noise at INFO
-    for chatty in ("httpx", "httpcore", "urllib3"):
+    # one line per HTTP request of every client library is noise at INFO, and so is Feast's
+    # "Registry cache expired, so refreshing" on reads
+    for chatty in ("httpx", "httpcore", "urllib3", "feast.infra.registry.registry"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

@@ -258,6 +258,38 @@ def features_materialize(
     print_table("features materialize", rows, list(rows[0]) if rows else ["view"])
 
 
+@features_app.command("online")
+def features_online(
+    service: Annotated[
+        str, typer.Option("--service", help="Feature service, e.g. xgb_direction_v1.")
+    ] = "xgb_direction_v1",
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Read a service's latest features from the online store, with the bar close they describe."""
+    settings = _settings()
+    from features.feast_store import FeastStore
+
+    symbols = tuple(symbol) if symbol else settings.symbols
+    vectors = FeastStore(settings).online_vectors(service, symbols)
+    payload = vectors.to_json()
+    if as_json:
+        _emit_json(payload)
+        return
+    from sextant.cli.render import print_table
+
+    rows = [
+        {"feature": name, **{r["symbol"]: r["values"][name] for r in payload["rows"]}}
+        for name in payload["features"]
+    ]
+    as_of = ", ".join(
+        f"{s} {t:%Y-%m-%d %H:%M}" for s, t in zip(symbols, vectors.as_of, strict=True)
+    )
+    print_table(f"{service} (as of: {as_of})", rows, ["feature", *symbols])
+
+
 @app.command()
 def train(
     models: Annotated[

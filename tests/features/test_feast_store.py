@@ -210,6 +210,8 @@ def test_online_read_equals_the_training_row_of_the_latest_bar_close(store: Feas
         expected = offline[list(wanted)].to_numpy()
         assert np.array_equal(frame[list(wanted)].to_numpy(), expected, equal_nan=True), service
         assert np.array_equal(array, expected, equal_nan=True), service
+    # each vector says which bar close it describes
+    assert store.online_vectors("garch_vol_v1", symbols).as_of == tuple(closes[s] for s in symbols)
     # the funding settlement published after BTC's last close is not in its vector, null stays null
     latest = store.online_features("xgb_direction_v1", symbols)
     assert latest["funding_rate"].tolist() == [12.0 + 1000.0, 12.0]
