@@ -178,35 +178,22 @@ garch_vol_v1 = FeatureService(
 # The online form of each service: its features packed, in the service's order, into one list
 # value per bar close (`sextant features build` writes the tables, `features/vectors.py`). Feast's
 # online read costs per feature and per view; reading one packed value is one sqlite row.
-xgb_direction_v1_vector_source = FileSource(
-    name="xgb_direction_v1_vector_source",
-    path="xgb_direction_v1_vector.parquet",
-    timestamp_field="available_at",
-)
-lstm_direction_v1_vector_source = FileSource(
-    name="lstm_direction_v1_vector_source",
-    path="lstm_direction_v1_vector.parquet",
-    timestamp_field="available_at",
-)
-garch_vol_v1_vector_source = FileSource(
-    name="garch_vol_v1_vector_source",
-    path="garch_vol_v1_vector.parquet",
-    timestamp_field="available_at",
-)
-
-
-def _vector_view(service: FeatureService, source: FileSource) -> FeatureView:
+# Each view declares its own source (Feast registers a view's source with the view).
+def _vector_view(service: FeatureService) -> FeatureView:
+    name = f"{service.name}_vector"
     return FeatureView(
-        name=f"{service.name}_vector",
+        name=name,
         entities=[symbol],
         ttl=FEATURE_TTL,
         schema=[Field(name="vector", dtype=Array(Float64))],
         online=True,
-        source=source,
+        source=FileSource(
+            name=f"{name}_source", path=f"{name}.parquet", timestamp_field="available_at"
+        ),
         description=f"the features of {service.name}, packed in its order, as of each bar close",
     )
 
 
-xgb_direction_v1_vector = _vector_view(xgb_direction_v1, xgb_direction_v1_vector_source)
-lstm_direction_v1_vector = _vector_view(lstm_direction_v1, lstm_direction_v1_vector_source)
-garch_vol_v1_vector = _vector_view(garch_vol_v1, garch_vol_v1_vector_source)
+xgb_direction_v1_vector = _vector_view(xgb_direction_v1)
+lstm_direction_v1_vector = _vector_view(lstm_direction_v1)
+garch_vol_v1_vector = _vector_view(garch_vol_v1)
