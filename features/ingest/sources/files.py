@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ import pyarrow.parquet as pa_parquet
 from pandas.api.types import is_bool_dtype, is_datetime64_dtype, is_numeric_dtype
 
 from features.ingest.batch import COLUMNS, Batch, Cursor, Dataset
+from features.ingest.sources.epoch import from_epoch
 from sextant.errors import ConfigError, DataValidationError
 from sextant.settings import Settings, load_settings
 from sextant.timeframes import timeframe_ms
@@ -45,10 +45,6 @@ _FUNDING_TIME_COLUMNS = ("event_ts", "date", "timestamp", "fundingtime", "fundin
 _FUNDING_RATE_COLUMNS = ("funding_rate", "fundingrate")
 _FEAR_GREED_COLUMNS = frozenset({"value", "classification"})
 _NEWS_COLUMNS = frozenset({"headline", "title"})
-
-# Epoch numbers are read by magnitude: below 1e11 seconds, 1e14 milliseconds, 1e17 microseconds.
-_EpochUnit = Literal["s", "ms", "us", "ns"]
-_EPOCH_UNITS: tuple[tuple[float, _EpochUnit], ...] = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,11 +355,11 @@ def _timestamps(series: pd.Series, origin: str, field: str) -> pd.Series:
         elif is_datetime64_dtype(dtype):
             parsed = series.dt.tz_localize("UTC")
         elif is_numeric_dtype(dtype) and not is_bool_dtype(dtype):
-            parsed = _from_epoch(series)
+            parsed = from_epoch(series)
         else:
             parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
             if parsed.isna().all():
-                parsed = _from_epoch(pd.to_numeric(series, errors="coerce"))
+                parsed = from_epoch(pd.to_numeric(series, errors="coerce"))
     except (ValueError, OverflowError, TypeError) as exc:  # OutOfBoundsDatetime is a ValueError
         raise DataValidationError(
             f"cannot read timestamps: {exc}", origin=origin, field=field
@@ -375,18 +371,3 @@ def _timestamps(series: pd.Series, origin: str, field: str) -> pd.Series:
         )
     normalized: pd.Series = parsed.dt.as_unit("ns").rename(None)
     return normalized
-
-
-def _from_epoch(numbers: pd.Series) -> pd.Series:
-    values = numbers.to_numpy(dtype="float64", na_value=np.nan)
-    finite = np.abs(values[np.isfinite(values)])
-    magnitude = float(finite.max()) if finite.size else 0.0
-    unit: _EpochUnit = next((u for limit, u in _EPOCH_UNITS if magnitude < limit), "ns")
-    if finite.size == len(values) and numbers.dtype.kind in "iu":
-        exact: pd.Series = pd.to_datetime(
-            numbers, unit=unit, utc=True
-        )  # integers: no float rounding
-        return exact
-    floats = pd.Series(values, index=numbers.index)
-    parsed: pd.Series = pd.to_datetime(floats, unit=unit, utc=True, errors="coerce")
-    return parsed

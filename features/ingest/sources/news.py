@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import feedparser
@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.ingest.batch import COLUMNS, Batch, Cursor, Dataset
 from features.ingest.sentiment import headline_sentiment
+from features.ingest.sources.epoch import from_epoch
 from features.ingest.sources.http import (
     DEFAULT_BACKOFF_MAX_S,
     DEFAULT_BACKOFF_S,
@@ -56,9 +57,6 @@ _URL_COLUMNS = ("url", "link")
 _JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 _DEFAULT_TIMEOUT_S: float = Settings.model_fields["http_timeout_s"].default
-_EpochUnit = Literal["s", "ms", "us", "ns"]
-# Epoch numbers are read by magnitude, as the file source does: below 1e11 seconds, 1e14 ms, 1e17 us.
-_EPOCH_UNITS: tuple[tuple[float, _EpochUnit], ...] = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 
 def news_id(headline: str) -> str:
@@ -263,9 +261,7 @@ def _timestamps(series: pd.Series, *, origin: str, field: str) -> pd.Series:
     numbers = pd.to_numeric(series, errors="coerce")
     try:
         if numbers.notna().sum() == present.sum():  # every value is a number: epoch time
-            magnitude = float(numbers.abs().max())
-            unit: _EpochUnit = next((u for limit, u in _EPOCH_UNITS if magnitude < limit), "ns")
-            parsed = pd.to_datetime(numbers.astype("float64"), unit=unit, utc=True, errors="coerce")
+            parsed = from_epoch(numbers)
         else:
             # "mixed", not "ISO8601": pandas 2.3 gives naive strings the offset of aware ones in the
             # same column under ISO8601; mixed reads each value alone (RFC 822 dates included).
