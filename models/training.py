@@ -9,6 +9,7 @@ fit on every row, ONNX export, parity and latency checks, and only then registra
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -474,17 +475,19 @@ def _train_garch(
             "sextant.family_config_hash": config_hash(config.garch),
         }
     )
+    # the same folds for the challenger and for the champion's replay
+    evaluate = functools.partial(
+        evaluate_garch,
+        returns,
+        n_splits=cv.n_splits,
+        min_train_bars=cv.min_train_bars,
+        embargo=bar * cv.embargo_bars,
+        bar=bar,
+        window=cv.window,
+        max_train_bars=cv.max_train_bars,
+    )
     with _context("garch", config.symbols, data_range):
-        evaluation = evaluate_garch(
-            returns,
-            config.garch,
-            n_splits=cv.n_splits,
-            min_train_bars=cv.min_train_bars,
-            embargo=bar * cv.embargo_bars,
-            bar=bar,
-            window=cv.window,
-            max_train_bars=cv.max_train_bars,
-        )
+        evaluation = evaluate(config.garch)
     for fold_index, metrics in enumerate(evaluation.fold_metrics):
         mlflow.log_metrics(
             {f"fold_{k}": v for k, v in metrics.items() if np.isfinite(v)}, step=fold_index
@@ -497,16 +500,7 @@ def _train_garch(
     elif config_hash(incumbent) == config_hash(asdict(config.garch)):
         replay = dict(evaluation.metrics)
     else:
-        replay = evaluate_garch(
-            returns,
-            GarchConfig(**incumbent),
-            n_splits=cv.n_splits,
-            min_train_bars=cv.min_train_bars,
-            embargo=bar * cv.embargo_bars,
-            bar=bar,
-            window=cv.window,
-            max_train_bars=cv.max_train_bars,
-        ).metrics
+        replay = evaluate(GarchConfig(**incumbent)).metrics
     mlflow.log_metrics({f"champion_replay_{k}": v for k, v in replay.items() if np.isfinite(v)})
 
     # parity sample: each symbol's last returns, the recursion continued from the fit's final state

@@ -40,6 +40,10 @@ __all__ = [
 DECISION_FIELDS = _loop.DECISION_FIELDS
 STRATEGIES: tuple[str, ...] = ("buy_and_hold", "ta_only", "ml_only", "fused")
 _NS_PER_DAY = 86_400 * 10**9
+# The [bar, symbol] matrices of BacktestInputs: prices, model outputs, then optional funding
+_PRICE_FIELDS = ("open", "high", "low", "close", "volume")
+_MODEL_FIELDS = ("p_xgb", "p_lstm", "garch_variance", "var_quantile")
+_MATRIX_FIELDS = (*_PRICE_FIELDS, *_MODEL_FIELDS, "funding_rate")
 
 
 def _positive(name: str, value: object, *, zero_ok: bool = True, upper: float = math.inf) -> None:
@@ -154,18 +158,7 @@ class BacktestInputs:
                 f"symbols must be distinct and non-empty: {self.symbols}", field="symbols"
             )
         shape = (len(self.index), len(self.symbols))
-        for name in (
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "p_xgb",
-            "p_lstm",
-            "garch_variance",
-            "var_quantile",
-            "funding_rate",
-        ):
+        for name in _MATRIX_FIELDS:
             object.__setattr__(self, name, _matrix(name, getattr(self, name), shape))
         object.__setattr__(
             self, "features", _matrix("features", self.features, (*shape, len(FEATURES_USED)))
@@ -234,18 +227,7 @@ class BacktestInputs:
         Each frame needs open, high, low, close, volume, the ``FEATURES_USED`` columns, p_xgb,
         p_lstm, garch_variance and var_quantile; funding_rate is optional (0 when absent).
         """
-        needed = (
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            *FEATURES_USED,
-            "p_xgb",
-            "p_lstm",
-            "garch_variance",
-            "var_quantile",
-        )
+        needed = (*_PRICE_FIELDS, *FEATURES_USED, *_MODEL_FIELDS)
         for symbol, frame in frames.items():
             absent = [c for c in needed if c not in frame.columns]
             if absent:
@@ -276,17 +258,8 @@ class BacktestInputs:
             symbols=symbols,
             index=index,
             timeframe=timeframe,
-            open=stack("open"),
-            high=stack("high"),
-            low=stack("low"),
-            close=stack("close"),
-            volume=stack("volume"),
             features=features,
-            p_xgb=stack("p_xgb"),
-            p_lstm=stack("p_lstm"),
-            garch_variance=stack("garch_variance"),
-            var_quantile=stack("var_quantile"),
-            funding_rate=stack("funding_rate"),
+            **{name: stack(name) for name in _MATRIX_FIELDS},
         )
 
     def truncated(self, bars: int) -> BacktestInputs:
@@ -295,17 +268,8 @@ class BacktestInputs:
             symbols=self.symbols,
             index=self.index[:bars],
             timeframe=self.timeframe,
-            open=self.open[:bars],
-            high=self.high[:bars],
-            low=self.low[:bars],
-            close=self.close[:bars],
-            volume=self.volume[:bars],
             features=self.features[:bars],
-            p_xgb=self.p_xgb[:bars],
-            p_lstm=self.p_lstm[:bars],
-            garch_variance=self.garch_variance[:bars],
-            var_quantile=self.var_quantile[:bars],
-            funding_rate=self.funding_rate[:bars],
+            **{name: getattr(self, name)[:bars] for name in _MATRIX_FIELDS},
         )
 
 
