@@ -350,8 +350,8 @@ class FeastStore:
     def online_per_feature(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
         """The service's features read one by one from the kind views (Feast's service read).
 
-        Slower than `online_array` (Feast builds a value per feature); kept to check the packed
-        vectors against, and to read a service whose vectors are not materialized.
+        Slower than `online_array` (Feast builds a value per feature): the reference the packed
+        vectors are checked against (tests) and measured against (`make bench`).
         """
         names = _service_names(feature_service)
         if not symbols:
