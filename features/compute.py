@@ -3,18 +3,25 @@
 Every value at a bar uses only what was known at that bar's close (``available_at``): candle
 features look back over bars up to and including this one, alternative data is joined
 backwards on its own ``available_at``. Missing alternative data stays null.
+
+A gap in the candles (bars missing between two stored ones) splits the series into contiguous
+runs, and candle features are computed on each run as if it were its own series: a bar's
+value never looks back across a gap (a 1-bar return across a 34-hour hole is not a 1-bar
+return), so it is null until the feature's warm-up has refilled from bars after the gap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pandas.core.window.rolling import Rolling
 
-from features.definitions import FEATURES, max_warmup
+from features.definitions import FEATURES, Kind, max_warmup
 from sextant import ta
 from sextant.errors import DataValidationError
 from sextant.timeframes import timeframe_to_timedelta
@@ -26,6 +33,10 @@ Array = npt.NDArray[np.float64]
 FUNDING_MAX_AGE = pd.Timedelta(hours=24)
 FNG_MAX_AGE = pd.Timedelta(hours=48)
 NEWS_WINDOW = pd.Timedelta(hours=24)
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+_WARMUP = {f.name: f.warmup for f in FEATURES}
+_TA_NAMES = tuple(f.name for f in FEATURES if f.kind is Kind.TA)
+_MIN_TA_WARMUP = min(f.warmup for f in FEATURES if f.kind is Kind.TA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +101,12 @@ def compute_features(
         raise DataValidationError(
             f"{symbol} {timeframe}: candles are not sorted by event_ts", field="event_ts"
         )
+    step = timeframe_to_timedelta(timeframe)
     event_ts = candles["event_ts"].reset_index(drop=True)
-    available_at = event_ts + timeframe_to_timedelta(timeframe)
-    o, h, lo, c, v = (
-        candles[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close", "volume")
-    )
+    available_at = event_ts + step
+    prices = [candles[k].to_numpy(dtype=np.float64) for k in PRICE_COLUMNS]
 
-    columns: dict[str, Array] = {}
-    columns.update(_ta_features(o, h, lo, c, v))
-    columns.update(_stat_features(o, h, lo, c, v, available_at))
+    columns = _candle_features(prices, available_at, _bars_since_gap(event_ts, step))
     columns.update(_alt_features(available_at, alt or AltData.empty()))
 
     ordered = {f.name: columns[f.name] for f in FEATURES}
@@ -106,6 +114,65 @@ def compute_features(
         {"symbol": symbol, "event_ts": event_ts, "available_at": available_at, **ordered}
     )
     return frame.iloc[max_warmup() :].reset_index(drop=True) if drop_warmup else frame
+
+
+def _bars_since_gap(event_ts: pd.Series, step: timedelta) -> npt.NDArray[np.int64]:
+    """Per bar, how many bars before it are contiguous (exactly one ``step`` apart, no gap).
+
+    0 at the first bar and at the first bar after a gap; any spacing other than one step
+    (a gap, or bars closer than a step) breaks the run.
+    """
+    stamps = event_ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    index = np.arange(len(stamps), dtype=np.int64)
+    breaks = np.r_[True, np.diff(stamps) != pd.Timedelta(step).value]
+    run_start = np.maximum.accumulate(np.where(breaks, index, 0))
+    return index - run_start
+
+
+def _candle_features(
+    prices: list[Array], available_at: pd.Series, since_gap: npt.NDArray[np.int64]
+) -> dict[str, Array]:
+    """TA and statistical features, null wherever a feature's lookback would reach across a gap.
+
+    A feature's lookback is its registry warm-up plus the bar itself (``window`` = ``warmup`` +
+    1 for every candle feature), so at a bar with fewer than ``warmup`` contiguous bars before
+    it the value is null. Two ways get there, chosen by how an indicator remembers:
+
+    - TA indicators are computed on each contiguous run on its own. The recursive ones (EMA,
+      RSI, ATR, ADX, MACD, stochastic RSI, Keltner) keep state from every bar they have seen:
+      nulling only their warm-up after a gap would leave pre-gap memory in the values after it
+      (EMA(26) still weighs pre-gap bars by about 14 % at the end of its warm-up). Per run, their
+      value after a gap is exactly that of the post-gap series alone; each indicator's own
+      leading nulls are its warm-up (tests hold them to the registry).
+    - Statistical features are plain rolling windows, shifts and per-bar values: computed over
+      the whole series, then nulled where the bars since the gap are fewer than the warm-up.
+      What remains looks only at post-gap bars (pandas' running sums may differ from a
+      post-gap-only computation in the last bits, nothing more), and one pass over the series
+      costs the same however many gaps it has.
+
+    Runs too short for any TA value are skipped, so a series with many tiny runs costs little.
+    """
+    runs = _runs(since_gap)
+    if len(runs) == 1:
+        o, h, lo, c, v = prices
+        return {**_ta_features(o, h, lo, c, v), **_stat_features(o, h, lo, c, v, available_at)}
+    columns = {name: np.full(len(since_gap), np.nan) for name in _TA_NAMES}
+    for run in runs:
+        if run.stop - run.start <= _MIN_TA_WARMUP:
+            continue
+        o, h, lo, c, v = (values[run] for values in prices)
+        for name, values in _ta_features(o, h, lo, c, v).items():
+            columns[name][run] = values
+    o, h, lo, c, v = prices
+    for name, values in _stat_features(o, h, lo, c, v, available_at).items():
+        columns[name] = np.where(since_gap < _WARMUP[name], np.nan, values)
+    return columns
+
+
+def _runs(since_gap: npt.NDArray[np.int64]) -> list[slice]:
+    """Row slices of the contiguous runs."""
+    bounds = np.r_[np.flatnonzero(since_gap == 0), len(since_gap)]
+    return [slice(int(a), int(b)) for a, b in pairwise(bounds)]
 
 
 def _ratio(numerator: Array, denominator: Array) -> Array:
@@ -256,7 +323,13 @@ def _nan(at: pd.Series) -> Array:
 
 
 def _news_window(at: pd.Series, news: pd.DataFrame) -> tuple[Array, Array]:
-    """Count and mean sentiment of headlines known in (t - 24 h, t]; null outside the news coverage."""
+    """Count and mean sentiment of headlines known in (t - 24 h, t]; null before the first headline.
+
+    Coverage is decided only from what was known at t: a news feed is running at t once its first
+    headline is known (available_at <= t), and from then on a 24 h window without headlines
+    counts 0 (sentiment null). The archive's end must not decide it: whether t is covered would
+    then depend on headlines published after t, and appending them would change old rows.
+    """
     if news.empty:
         return _nan(at), _nan(at)
     stamps = news["available_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
@@ -271,7 +344,7 @@ def _news_window(at: pd.Series, news: pd.DataFrame) -> tuple[Array, Array]:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (cumulative[hi] - cumulative[lo]) / count
     mean[count == 0] = np.nan
-    covered = (t >= known[0]) & (t <= known[-1] + NEWS_WINDOW.value)
+    covered = t >= known[0]
     count[~covered] = np.nan
     mean[~covered] = np.nan
     return count, mean

@@ -2,8 +2,10 @@
 
 The computation (`features.compute`), the Feast declarations' test, and the generated docs
 (`docs/features.md`) all read this table, so a feature cannot exist in one and be missing in
-another. Windows and warm-ups count bars of the series' timeframe (gaps are not filled, so a
-window spans its bars, not wall-clock time).
+another. Windows and warm-ups count bars of the series' timeframe. Gaps are not filled: a candle
+feature whose window would reach across missing bars is null, so after a gap each one is null
+for its warm-up (``features.compute``), and a window always spans ``window`` bars of wall-clock
+time.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ BAR_CLOSE = "at the close of the bar (open + timeframe)"
 FUNDING = "latest settlement with settlement time <= bar close, at most 24 h old; else null"
 FNG = "latest daily value with publication (00:00 UTC + lag) <= bar close, at most 48 h old; else null"
 NEWS = (
-    "headlines with available_at in (bar close - 24 h, bar close]; null outside the news coverage"
+    "headlines with available_at in (bar close - 24 h, bar close]; "
+    "null before the first headline known at the bar close"
 )
 
 

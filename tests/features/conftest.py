@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 
@@ -33,3 +35,12 @@ def sample_market(tmp_path_factory: pytest.TempPathFactory) -> SampleMarket:
         candles = {s: store.candles(s, "1h", source="sample") for s in ("BTC/USDT", "ETH/USDT")}
         alt = {s: load_alt_data(store, s) for s in candles}
     return SampleMarket(db=db, candles=candles, alt=alt)
+
+
+def bars_since_gap(event_ts: pd.Series, step: pd.Timedelta) -> npt.NDArray[np.int64]:
+    """Per bar, how many bars precede it without a gap (0 at the first bar and after a gap)."""
+    out = np.zeros(len(event_ts), dtype=np.int64)
+    stamps = list(event_ts)
+    for i in range(1, len(stamps)):
+        out[i] = out[i - 1] + 1 if stamps[i] - stamps[i - 1] == step else 0
+    return out

@@ -3,7 +3,8 @@
 Each file becomes one ``Batch``. What a file holds is taken from, in this order: the explicit
 ``dataset``/``symbol``/``timeframe`` arguments, the freqtrade file name (``BTC_USDT-1h.feather``,
 ``BTC_USDT_USDT-1h-futures.feather``, ``…-funding_rate.feather``, ``…-mark.feather``), and the
-columns. Rows are normalized, never filtered: bad rows are the validator's business.
+columns. Rows are normalized, never filtered: bad rows are the validator's business. A candle
+file whose own spacing contradicts its timeframe is refused whole (``DataValidationError``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ _FUNDING_TIME_COLUMNS = ("event_ts", "date", "timestamp", "fundingtime", "fundin
 _FUNDING_RATE_COLUMNS = ("funding_rate", "fundingrate")
 _FEAR_GREED_COLUMNS = frozenset({"value", "classification"})
 _NEWS_COLUMNS = frozenset({"headline", "title"})
+# a candle file with fewer consecutive spacings than this is too short to show its timeframe
+_MIN_SPACINGS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,7 @@ def read_file(
     timeframe_ms(timeframe)  # unknown timeframe -> ConfigError
     label = source_label if hints.price is None else f"{source_label}:{hints.price}"
     frame = _candle_frame(raw, symbol, timeframe, origin)
+    _refuse_contradicted_timeframe(frame["event_ts"], timeframe, origin)
     return Batch(Dataset.CANDLES, label, origin, frame, symbol=symbol, timeframe=timeframe)
 
 
@@ -313,6 +317,47 @@ def _candle_frame(raw: pd.DataFrame, symbol: str, timeframe: str, origin: str) -
     for name in prices:
         data[name] = _floats(columns[name], origin, name)
     return pd.DataFrame(data, columns=list(COLUMNS[Dataset.CANDLES]))
+
+
+def _refuse_contradicted_timeframe(event_ts: pd.Series, timeframe: str, origin: str) -> None:
+    """Raise DataValidationError when the rows' own spacing says they are another timeframe.
+
+    The row checks cannot see this: 15-minute candles declared 1h put every fourth row on the
+    hour grid, and those would be stored as hourly candles holding 15-minute prices (the others
+    quarantined as off-grid); 1h candles declared 15m all sit on the 15-minute grid. The data
+    shows its timeframe in the spacing between consecutive distinct timestamps: when one
+    spacing accounts for a strict majority of them and it is not the declared bar length, the
+    file holds another timeframe and is refused whole. A majority is robust to what real files
+    have: gaps (a few longer spacings), duplicates (distinct timestamps only) and stray
+    off-grid rows (a few shorter spacings) leave the bar length the majority, and rows that are
+    unreadable are left to the row checks. Below ``_MIN_SPACINGS`` spacings a file is too short
+    to show anything and only the row checks apply.
+    """
+    stamps = np.unique(event_ts.dropna().dt.as_unit("ms").astype("int64").to_numpy())
+    spacings = np.diff(stamps)
+    if len(spacings) < _MIN_SPACINGS:
+        return
+    values, counts = np.unique(spacings, return_counts=True)
+    dominant = int(values[np.argmax(counts)])
+    share = counts.max() / len(spacings)
+    if dominant == timeframe_ms(timeframe) or share <= 0.5:
+        return
+    shown = _duration_label(dominant)
+    raise DataValidationError(
+        f"the declared timeframe {timeframe} contradicts the data: {share:.0%} of consecutive "
+        f"timestamps are {shown} apart, so the file holds {shown} candles; "
+        f"pass --timeframe {shown} if that is what it is",
+        origin=origin,
+        field="event_ts",
+    )
+
+
+def _duration_label(ms: int) -> str:
+    """A spacing in timeframe notation ('15m', '1h', '1w'), or in seconds where it is finer."""
+    for unit, length in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms % length == 0:
+            return f"{ms // length}{unit}"
+    return f"{ms / 1000:g}s"
 
 
 def _funding_frame(raw: pd.DataFrame, symbol: str, origin: str) -> pd.DataFrame:

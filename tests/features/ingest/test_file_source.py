@@ -8,13 +8,17 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from features.ingest.batch import COLUMNS, NO_SYMBOL, Batch, Dataset
+from features.ingest.service import ingest_source
 from features.ingest.sources.files import FileSource, NameHints, infer_from_name, read_file
+from features.ingest.store import MarketStore
 from sextant.errors import ConfigError, DataValidationError
 from sextant.settings import load_settings
+from tests.features.ingest.factories import candle_frame
 
 _TEXT = {"symbol", "timeframe", "classification", "news_id", "headline", "description", "url"}
 _TIME = {"event_ts", "available_at"}
@@ -454,14 +458,16 @@ def test_mark_candles_get_their_own_source_label(shared_data: Path) -> None:
     assert batch.source == "archive:mark"
 
 
-def test_explicit_symbol_and_timeframe_win_over_the_name(shared_data: Path) -> None:
-    batch = only_batch(
-        FileSource(shared_data / DAISY_BTC, symbol="XBT/USD", timeframe="4h", source_label="mine")
-    )
+def test_explicit_symbol_and_timeframe_win_over_the_name(shared_data: Path, tmp_path: Path) -> None:
+    # hourly candles in a file whose name says 4h (the data's own spacing must agree)
+    path = tmp_path / "BTC_USDT-4h.feather"
+    shutil.copy(shared_data / DAISY_BTC, path)
 
-    assert (batch.source, batch.symbol, batch.timeframe) == ("mine", "XBT/USD", "4h")
+    batch = only_batch(FileSource(path, symbol="XBT/USD", timeframe="1h", source_label="mine"))
+
+    assert (batch.source, batch.symbol, batch.timeframe) == ("mine", "XBT/USD", "1h")
     assert set(batch.frame["symbol"]) == {"XBT/USD"}
-    assert set(batch.frame["timeframe"]) == {"4h"}
+    assert set(batch.frame["timeframe"]) == {"1h"}
 
 
 def test_explicit_dataset_wins_over_the_name(shared_data: Path) -> None:
@@ -508,6 +514,75 @@ def test_an_unknown_timeframe_or_dataset_is_a_config_error(shared_data: Path) ->
         read_file(shared_data / DAISY_BTC, timeframe="1 hour")
     with pytest.raises(ConfigError, match="unknown dataset"):
         FileSource(shared_data / DAISY_BTC, dataset="ohlcv")
+
+
+# --- a timeframe the data contradicts ----------------------------------------------------------
+
+
+def write_candle_csv(path: Path, frame: pd.DataFrame) -> Path:
+    """A plain candle CSV (date, open, high, low, close, volume), no symbol or timeframe in it."""
+    columns = ["event_ts", "open", "high", "low", "close", "volume"]
+    frame.loc[:, columns].rename(columns={"event_ts": "date"}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "declared"), [("15m", "1h"), ("1h", "15m"), ("1h", "4h"), ("1d", "1h")]
+)
+def test_candles_whose_spacing_contradicts_the_declared_timeframe_are_refused_whole(
+    tmp_path: Path, data: str, declared: str
+) -> None:
+    # Arrange: 400 clean candles of one timeframe, declared as another
+    path = write_candle_csv(tmp_path / "prices.csv", candle_frame(400, timeframe=data))
+    with MarketStore(tmp_path / "market.duckdb") as store:
+        before = store.table_snapshot()
+
+        # Act
+        with pytest.raises(DataValidationError) as caught:
+            ingest_source(FileSource(path, symbol="BTC/USDT", timeframe=declared), store)
+
+        # Assert: nothing stored, not even quarantine; the error names both timeframes and the file
+        assert store.table_snapshot() == before
+        assert len(store.query("SELECT * FROM ingest_log")) == 0
+    message = str(caught.value)
+    assert f"declared timeframe {declared}" in message
+    assert f"{data} apart" in message
+    assert caught.value.origin == str(path)
+    assert str(path) in message
+
+
+def test_candles_with_a_few_gaps_duplicates_and_stray_rows_still_ingest(tmp_path: Path) -> None:
+    # Arrange: 400 hourly candles; 4 holes (38 bars), 3 duplicated rows, 3 rows off the hour grid
+    frame = candle_frame(400)
+    holes = np.r_[20:30, 100:101, 200:225, 300:302]
+    kept = frame.drop(index=holes)
+    stray = frame.iloc[[50, 60, 70]].assign(
+        event_ts=lambda f: f["event_ts"] + pd.Timedelta(minutes=30)
+    )
+    messy = pd.concat([kept, kept.iloc[[5, 6, 7]], stray]).sort_values("event_ts", kind="stable")
+    path = write_candle_csv(tmp_path / "prices.csv", messy)
+
+    # Act
+    with MarketStore(tmp_path / "market.duckdb") as store:
+        [result] = ingest_source(FileSource(path, symbol="BTC/USDT", timeframe="1h"), store)
+        stored = store.candles("BTC/USDT", "1h", source="file")
+
+    # Assert: the hourly rows are stored, the stray rows quarantined as off-grid
+    assert result.rows_added == len(kept) == 362
+    assert result.exact_duplicates == 3
+    assert result.rows_quarantined == 3
+    assert result.gaps == 4
+    assert stored["event_ts"].tolist() == kept["event_ts"].tolist()
+
+
+def test_a_file_too_short_to_show_a_spacing_is_not_refused(tmp_path: Path) -> None:
+    # two hourly bars with a 2-hour hole between: three timestamps decide nothing
+    frame = candle_frame(5).iloc[[0, 1, 4]]
+    path = write_candle_csv(tmp_path / "prices.csv", frame)
+
+    batch = read_file(path, symbol="BTC/USDT", timeframe="1h")
+
+    assert batch.frame["event_ts"].tolist() == frame["event_ts"].tolist()
 
 
 # --- directories ---------------------------------------------------------------------------------
