@@ -104,9 +104,10 @@ def vectorized_positions(inputs: BacktestInputs, config: DecisionConfig) -> np.n
     score = (fz.ta_weight * ta + fz.ml_weight * ml) / (fz.ta_weight + fz.ml_weight)
     direction = np.where(np.abs(score) >= fz.entry_threshold, np.sign(score), 0.0)
     p = np.where(direction > 0, p_up, 1.0 - p_up)
-    kelly = sz.kelly_fraction * np.maximum(p - (1.0 - p) / sz.payoff_ratio, 0.0)
+    risk = sz.kelly_fraction * np.maximum(p - (1.0 - p) / sz.kelly_payoff_ratio, 0.0)
+    kelly_cap = risk / (sz.stop_atr * natr / 100.0)  # the loss at the stop, as a notional
     vol = sz.target_annual_vol / (np.sqrt(inputs.garch_variance) * math.sqrt(sz.bars_per_year))
-    size = np.minimum(np.minimum(vol, kelly), sz.max_leverage)
+    size = np.minimum(np.minimum(vol, kelly_cap), sz.max_leverage)
     size[np.isnan(natr)] = 0.0
     return np.nan_to_num(direction * size)
 

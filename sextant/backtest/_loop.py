@@ -16,6 +16,10 @@ Every decision is made by ``sextant.decision._kernels.decide_kernel``, the funct
    an order waits for the next bar's open (and lapses if that bar has no price). A position
    stopped out within a bar may be entered again at its close if the signal still says so.
 
+After the last bar's decisions, every open position is sold at its last close as a market
+order (taker fee, slippage), an ``END_OF_BACKTEST`` exit: the last bar's equity is what a
+liquidation would leave, and the last bar's position is 0.
+
 Slippage (fraction of price, adverse) = (base_bps + vol_bps * natr_pct) / 1e4 + size_k *
 order notional / average bar volume notional (an EMA of close * volume over ``volume_window``
 bars, known at the decision), capped at ``max_slippage_bps``. Positions are average-cost, so
@@ -38,18 +42,11 @@ from sextant.decision._kernels import (
     N_CHECK_FIELDS,
     N_CHECKS,
     N_OUT,
-    O_ACTION,
-    O_APPROVED,
-    O_CONFIDENCE,
     O_CURRENT,
-    O_DIRECTION,
-    O_FUSED_SCORE,
-    O_ML_SCORE,
     O_PROPOSED,
-    O_SIZE_FRACTION,
     O_STOP_DIST,
-    O_TA_SCORE,
     O_TP_DIST,
+    OUTPUT_NAMES,
     RS_STATE,
     decide_kernel,
 )
@@ -75,7 +72,7 @@ __all__ = [
     "BT_VOL_ALPHA",
     "DECISION_FIELDS",
     "D_SIZE",
-    "EXIT_END",
+    "EXIT_END_OF_BACKTEST",
     "EXIT_REASONS",
     "EXIT_REVERSE",
     "EXIT_RISK",
@@ -167,15 +164,22 @@ TRADE_FIELDS: tuple[str, ...] = (
     "reason",
 )
 
-EXIT_SIGNAL = 0
-EXIT_REVERSE = 1
-EXIT_STOP = 2
-EXIT_TAKE_PROFIT = 3
-EXIT_RISK = 4
-EXIT_END = 5
-EXIT_REASONS: tuple[str, ...] = ("SIGNAL", "REVERSE", "STOP", "TAKE_PROFIT", "RISK", "END")
+EXIT_REASONS: tuple[str, ...] = (
+    "SIGNAL",
+    "REVERSE",
+    "STOP",
+    "TAKE_PROFIT",
+    "RISK",
+    "END_OF_BACKTEST",  # still open after the last bar: sold at its close, as a market order
+)
+EXIT_SIGNAL = EXIT_REASONS.index("SIGNAL")
+EXIT_REVERSE = EXIT_REASONS.index("REVERSE")
+EXIT_STOP = EXIT_REASONS.index("STOP")
+EXIT_TAKE_PROFIT = EXIT_REASONS.index("TAKE_PROFIT")
+EXIT_RISK = EXIT_REASONS.index("RISK")
+EXIT_END_OF_BACKTEST = EXIT_REASONS.index("END_OF_BACKTEST")
 
-# --- recorded decision fields, [T, S, D_SIZE] -------------------------------------------------------
+# --- recorded decision fields, [T, S, D_SIZE]: decision output slots, by their names ---------------
 DECISION_FIELDS: tuple[str, ...] = (
     "ta_score",
     "ml_score",
@@ -183,23 +187,13 @@ DECISION_FIELDS: tuple[str, ...] = (
     "direction",
     "confidence",
     "size_fraction",
+    "size_binding",
     "current",
     "proposed",
     "approved",
     "action",
 )
-_DECISION_SLOTS = (
-    O_TA_SCORE,
-    O_ML_SCORE,
-    O_FUSED_SCORE,
-    O_DIRECTION,
-    O_CONFIDENCE,
-    O_SIZE_FRACTION,
-    O_CURRENT,
-    O_PROPOSED,
-    O_APPROVED,
-    O_ACTION,
-)
+_DECISION_SLOTS = tuple(OUTPUT_NAMES.index(name) for name in DECISION_FIELDS)
 D_SIZE = len(DECISION_FIELDS)
 
 
@@ -527,17 +521,21 @@ def _build(fingerprint: int) -> Callable[..., Any]:
                         if checks[k, CK_PASSED] == 0.0:
                             rejections[k] += 1.0
             state_out[t] = risk_state[RS_STATE]
-        # --- trades still open at the end are marked at the last close (no exit fee) -----------
+        # --- the end: open positions are sold at the last close as market orders -------------
+        last = n_bars - 1
         for s in range(n_symbols):
-            k = int(sym[s, SS_TRADE])
-            if k >= 0:
-                units = sym[s, SS_UNITS]
+            units = sym[s, SS_UNITS]
+            if units != 0.0:
                 mark = sym[s, SS_LAST_CLOSE]
-                trades[k, TR_EXIT_BAR] = n_bars - 1
-                trades[k, TR_EXIT_QTY] += abs(units)
-                trades[k, TR_EXIT_NOTIONAL] += abs(units) * mark
-                trades[k, TR_GROSS] += units * (mark - sym[s, SS_AVG])
-                trades[k, TR_REASON] = EXIT_END
+                price = _exec_price(mark, -units, sym[s, SS_NATR], sym[s, SS_AVG_VOLUME], cfg)
+                fees_out[last, s] += _fill(
+                    s, last, -units, price, cfg[BT_TAKER], EXIT_END_OF_BACKTEST, sym, acct, trades
+                )
+                units_out[last, s] = 0.0
+        equity_out[last] = acct[AC_CASH]  # every position is closed
+        cash_out[last] = acct[AC_CASH]
+        realized_out[last] = acct[AC_REALIZED]
+        unrealized_out[last] = 0.0
 
     return backtest_loop
 

@@ -19,7 +19,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from sextant.backtest import _loop
-from sextant.decision._kernels import CHECK_CODES, FEATURES_USED, N_CHECKS, STATE_NAMES
+from sextant.decision._kernels import (
+    CHECK_CODES,
+    FEATURES_USED,
+    N_CHECKS,
+    SIZE_CAPS,
+    STATE_NAMES,
+)
 from sextant.decision.config import DecisionConfig
 from sextant.decision.risk import initial_risk_state
 from sextant.errors import ConfigError, DataValidationError
@@ -280,8 +286,9 @@ class BacktestResult:
     Per-bar series are labelled with the bar close (after that bar's fills, before the order
     decided at its close). ``decisions`` is [bar, symbol, field] in ``DECISION_FIELDS`` order
     (NaN where a symbol had no bar). Trades: entry_ts is the open of the fill bar, exit_ts the
-    open of the bar the exit filled in; END rows are positions still open, marked at the last
-    close. ``rejections`` counts, per reason code, decisions whose proposal the gate changed
+    open of the bar the exit filled in; END_OF_BACKTEST rows are positions still open after the
+    last bar, sold at its close (exit_ts is that bar's open), so the last bar's equity is after
+    that liquidation and its position 0. ``rejections`` counts, per reason code, decisions whose proposal the gate changed
     while that check failed.
     """
 
@@ -312,6 +319,15 @@ class BacktestResult:
     def funding_total(self) -> float:
         """Funding paid over the run (negative: received)."""
         return float(self.funding.to_numpy().sum())
+
+    def size_binding_counts(self) -> dict[str, int]:
+        """How many decisions with a direction had their entry size set by each ``SIZE_CAPS`` cap.
+
+        Every bar where the fuser gave a direction and the size was known counts, whether or not
+        an order followed (a position already held is not resized).
+        """
+        codes = self.decisions[:, :, DECISION_FIELDS.index("size_binding")]
+        return {name: int(np.sum(codes == code)) for code, name in enumerate(SIZE_CAPS)}
 
     def decision_frame(self, name: str) -> pd.DataFrame:
         """One recorded decision field as a [bar close × symbol] frame."""
@@ -503,9 +519,10 @@ def run_backtest(
 def run_buy_and_hold(
     inputs: BacktestInputs, backtest: BacktestConfig | None = None
 ) -> BacktestResult:
-    """Baseline: equal spot allocation per symbol at its first open (taker fee, base slippage).
+    """Baseline: equal spot allocation per symbol at its first open, sold at the last close.
 
-    Not the decision logic, so a plain vectorized path; spot holdings pay no funding.
+    Both orders pay the taker fee and the base slippage. Not the decision logic, so a plain
+    vectorized path; spot holdings pay no funding.
     """
     bt = backtest or BacktestConfig()
     n_bars, n_symbols = inputs.close.shape
@@ -514,6 +531,7 @@ def run_buy_and_hold(
     fees = np.zeros((n_bars, n_symbols))
     cash = np.full(n_bars, bt.initial_equity)
     unrealized = np.zeros(n_bars)
+    realized = np.zeros(n_bars)
     marks = pd.DataFrame(inputs.close).ffill().to_numpy()
     records = []
     for s in range(n_symbols):
@@ -527,8 +545,14 @@ def run_buy_and_hold(
         units[t0:, s] = qty
         fees[t0, s] = fee
         cash[t0:] -= qty * price + fee
-        unrealized[t0:] += qty * (marks[t0:, s] - price)
-        last = marks[-1, s]
+        unrealized[t0:-1] += qty * (marks[t0:-1, s] - price)
+        # the end: sold at the last close, as the engine liquidates what is still open
+        exit_price = marks[-1, s] * (1 - bt.slippage_base_bps / 1e4)
+        exit_fee = qty * exit_price * bt.taker_fee
+        units[-1, s] = 0.0
+        fees[-1, s] += exit_fee
+        cash[-1] += qty * exit_price - exit_fee
+        realized[-1] += qty * (exit_price - price)
         records.append(
             [
                 s,
@@ -539,18 +563,18 @@ def run_buy_and_hold(
                 qty,
                 qty * price,
                 qty,
-                qty * last,
-                qty * (last - price),
-                fee,
+                qty * exit_price,
+                qty * (exit_price - price),
+                fee + exit_fee,
                 0.0,
-                _loop.EXIT_END,
+                _loop.EXIT_END_OF_BACKTEST,
             ]
         )
     value = np.nansum(units * np.nan_to_num(marks), axis=1)
     arrays = {
         "equity": cash + value,
         "cash": cash,
-        "realized": np.zeros(n_bars),
+        "realized": realized,
         "unrealized": unrealized,
         "state": np.zeros(n_bars),
         "units": units,

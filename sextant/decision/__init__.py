@@ -30,11 +30,12 @@ from sextant.decision.signals import (
     ml_signal,
     ta_signal,
 )
-from sextant.decision.sizing import PositionSize, size_position
+from sextant.decision.sizing import SIZE_CAPS, PositionSize, size_position
 
 __all__ = [
     "CHECK_CODES",
     "FEATURES_USED",
+    "SIZE_CAPS",
     "VOTE_NAMES",
     "Action",
     "Check",

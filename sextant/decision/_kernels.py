@@ -29,6 +29,9 @@ __all__ = [
     "ACTION_NAMES",
     "ACTION_REDUCE",
     "ACTION_SELL",
+    "CAP_KELLY",
+    "CAP_LEVERAGE",
+    "CAP_VOL_TARGET",
     "CHECK_CODES",
     "CK_CIRCUIT_BREAKER",
     "CK_DAILY_LOSS",
@@ -79,14 +82,16 @@ __all__ = [
     "N_FEATURES",
     "N_OUT",
     "N_VOTES",
+    "OUTPUT_NAMES",
     "O_ACTION",
     "O_APPROVED",
     "O_CONFIDENCE",
     "O_CURRENT",
     "O_DIRECTION",
     "O_FUSED_SCORE",
-    "O_KELLY_FRACTION",
+    "O_KELLY_CAP",
     "O_KELLY_RAW",
+    "O_KELLY_RISK",
     "O_MISSING",
     "O_ML_AVAILABLE",
     "O_ML_PROB",
@@ -95,6 +100,7 @@ __all__ = [
     "O_ML_W_XGB",
     "O_PROB",
     "O_PROPOSED",
+    "O_SIZE_BINDING",
     "O_SIZE_FRACTION",
     "O_STATE",
     "O_STOP_DIST",
@@ -126,12 +132,15 @@ __all__ = [
     "RS_PEAK",
     "RS_SIZE",
     "RS_STATE",
+    "SIZE_CAPS",
+    "SIZING_FIELDS",
     "STATE_ACTIVE",
     "STATE_HALTED",
     "STATE_NAMES",
     "STATE_REDUCING",
     "SZ_BARS_PER_YEAR",
     "SZ_KELLY_FRACTION",
+    "SZ_KELLY_PAYOFF",
     "SZ_MAX_LEVERAGE",
     "SZ_SIZE",
     "SZ_STOP_ATR",
@@ -203,14 +212,30 @@ FU_ALLOW_TA_ONLY = 15
 FU_GATE_TA_MIN = 16
 FU_SIZE = 17
 
-# --- SizingConfig array -----------------------------------------------------------------------------
-SZ_TARGET_VOL = 0
-SZ_BARS_PER_YEAR = 1
-SZ_KELLY_FRACTION = 2
-SZ_STOP_ATR = 3
-SZ_TP_ATR = 4
-SZ_MAX_LEVERAGE = 5
-SZ_SIZE = 6
+# --- SizingConfig array: its fields, in this order ---------------------------------------------------
+SIZING_FIELDS: tuple[str, ...] = (
+    "target_annual_vol",
+    "bars_per_year",
+    "kelly_fraction",
+    "kelly_payoff_ratio",
+    "stop_atr",
+    "take_profit_atr",
+    "max_leverage",
+)
+SZ_TARGET_VOL = SIZING_FIELDS.index("target_annual_vol")
+SZ_BARS_PER_YEAR = SIZING_FIELDS.index("bars_per_year")
+SZ_KELLY_FRACTION = SIZING_FIELDS.index("kelly_fraction")
+SZ_KELLY_PAYOFF = SIZING_FIELDS.index("kelly_payoff_ratio")
+SZ_STOP_ATR = SIZING_FIELDS.index("stop_atr")
+SZ_TP_ATR = SIZING_FIELDS.index("take_profit_atr")
+SZ_MAX_LEVERAGE = SIZING_FIELDS.index("max_leverage")
+SZ_SIZE = len(SIZING_FIELDS)
+
+# --- the caps of an entry's size; O_SIZE_BINDING holds the code of the one that set it ------------
+SIZE_CAPS: tuple[str, ...] = ("vol_target", "kelly", "leverage")  # a tie goes to the earlier
+CAP_VOL_TARGET = SIZE_CAPS.index("vol_target")
+CAP_KELLY = SIZE_CAPS.index("kelly")
+CAP_LEVERAGE = SIZE_CAPS.index("leverage")
 
 # --- RiskConfig array ---------------------------------------------------------------------------------
 RK_KILL = 0
@@ -291,31 +316,60 @@ ACTION_CLOSE = 3
 ACTION_REDUCE = 4
 ACTION_NAMES: tuple[str, ...] = ("HOLD", "BUY", "SELL", "CLOSE", "REDUCE")
 
-# --- decision output vector -----------------------------------------------------------------------
-O_VOTES = 0  # N_VOTES votes in [-1, 1]
-O_MISSING = 5  # N_VOTES flags: 1 where the vote's feature was NaN
-O_TA_SCORE = 10
-O_ML_SCORE = 11  # NaN when no ML family is available
-O_ML_PROB = 12  # weighted probability of "up" over the available families
-O_ML_AVAILABLE = 13  # number of available ML families (with a positive weight)
-O_ML_W_XGB = 14  # effective (renormalized) weights
-O_ML_W_LSTM = 15
-O_FUSED_SCORE = 16
-O_DIRECTION = 17
-O_CONFIDENCE = 18
-O_PROB = 19  # probability of the trade's direction used by Kelly
-O_VOL_FRACTION = 20
-O_KELLY_RAW = 21  # p - (1 - p) / b
-O_KELLY_FRACTION = 22  # kelly_fraction * max(raw, 0)
-O_SIZE_FRACTION = 23  # unsigned fraction of equity an entry would take
-O_STOP_DIST = 24  # price distance of the stop from the entry
-O_TP_DIST = 25  # price distance of the take profit from the entry
-O_CURRENT = 26  # current signed position, fraction of equity
-O_PROPOSED = 27  # signed target before the risk gate
-O_APPROVED = 28  # signed target after the risk gate
-O_ACTION = 29
-O_STATE = 30  # trading state code after the evaluation
-N_OUT = 31
+# --- decision output vector: one slot per name, in this order -------------------------------------
+OUTPUT_NAMES: tuple[str, ...] = (
+    *(f"vote_{name}" for name in VOTE_NAMES),  # votes in [-1, 1]
+    *(f"missing_{name}" for name in VOTE_NAMES),  # 1 where the vote's feature was NaN
+    "ta_score",
+    "ml_score",  # NaN when no ML family is available
+    "ml_prob",  # weighted probability of "up" over the available families
+    "ml_available",  # number of available ML families (with a positive weight)
+    "ml_w_xgb",  # effective (renormalized) weights
+    "ml_w_lstm",
+    "fused_score",
+    "direction",
+    "confidence",
+    "prob",  # P(horizon return > 0) in the trade's direction, as Kelly uses it
+    "vol_fraction",  # notional fraction of equity that meets the volatility target
+    "kelly_raw",  # p - (1 - p) / b
+    "kelly_risk_fraction",  # kelly_fraction * max(raw, 0): fraction of equity lost at the stop
+    "kelly_cap",  # notional fraction of equity whose stop-out loses kelly_risk_fraction
+    "size_fraction",  # unsigned notional fraction of equity an entry would take
+    "size_binding",  # SIZE_CAPS code of the cap that set size_fraction (NaN: no entry)
+    "stop_dist",  # price distance of the stop from the entry
+    "tp_dist",  # price distance of the take profit from the entry
+    "current",  # current signed position, fraction of equity
+    "proposed",  # signed target before the risk gate
+    "approved",  # signed target after the risk gate
+    "action",
+    "state",  # trading state code after the evaluation
+)
+O_VOTES = OUTPUT_NAMES.index(f"vote_{VOTE_NAMES[0]}")  # N_VOTES slots
+O_MISSING = OUTPUT_NAMES.index(f"missing_{VOTE_NAMES[0]}")  # N_VOTES slots
+O_TA_SCORE = OUTPUT_NAMES.index("ta_score")
+O_ML_SCORE = OUTPUT_NAMES.index("ml_score")
+O_ML_PROB = OUTPUT_NAMES.index("ml_prob")
+O_ML_AVAILABLE = OUTPUT_NAMES.index("ml_available")
+O_ML_W_XGB = OUTPUT_NAMES.index("ml_w_xgb")
+O_ML_W_LSTM = OUTPUT_NAMES.index("ml_w_lstm")
+O_FUSED_SCORE = OUTPUT_NAMES.index("fused_score")
+O_DIRECTION = OUTPUT_NAMES.index("direction")
+O_CONFIDENCE = OUTPUT_NAMES.index("confidence")
+O_PROB = OUTPUT_NAMES.index("prob")
+O_VOL_FRACTION = OUTPUT_NAMES.index("vol_fraction")
+O_KELLY_RAW = OUTPUT_NAMES.index("kelly_raw")
+O_KELLY_RISK = OUTPUT_NAMES.index("kelly_risk_fraction")
+O_KELLY_CAP = OUTPUT_NAMES.index("kelly_cap")
+O_SIZE_FRACTION = OUTPUT_NAMES.index("size_fraction")
+O_SIZE_BINDING = OUTPUT_NAMES.index("size_binding")
+O_STOP_DIST = OUTPUT_NAMES.index("stop_dist")
+O_TP_DIST = OUTPUT_NAMES.index("tp_dist")
+O_CURRENT = OUTPUT_NAMES.index("current")
+O_PROPOSED = OUTPUT_NAMES.index("proposed")
+O_APPROVED = OUTPUT_NAMES.index("approved")
+O_ACTION = OUTPUT_NAMES.index("action")
+O_STATE = OUTPUT_NAMES.index("state")
+N_OUT = len(OUTPUT_NAMES)
 
 
 @kernel
@@ -444,11 +498,12 @@ def fuse_kernel(cfg: FloatArray, out: FloatArray) -> float:
 
 @kernel
 def kelly_probability(direction: float, cfg: FloatArray, out: FloatArray) -> float:
-    """Probability that a trade in ``direction`` wins, as Kelly uses it.
+    """P(return over the models' horizon > 0) in ``direction``: the win probability Kelly uses.
 
     The calibrated ML probability (combined with the fuser's family weights) of that direction
     when the fuser uses ML and some family is available; otherwise (TA alone) the fused score
-    mapped back to a probability, (1 + |score|) / 2, which is not calibrated.
+    mapped back to a probability, (1 + |score|) / 2, which is not calibrated. It is not the
+    probability that the take profit is hit before the stop.
     """
     if direction == 0.0:
         return math.nan
@@ -469,10 +524,15 @@ def size_kernel(
     cfg: FloatArray,
     out: FloatArray,
 ) -> float:
-    """Unsigned entry fraction of equity: min(vol target, fractional Kelly, max leverage).
+    """Unsigned entry fraction of equity: min(vol target, Kelly notional cap, max leverage).
 
+    Kelly sizes the loss, not the notional: with p = ``prob`` and b = ``kelly_payoff_ratio``,
+    kelly_fraction * max(p - (1 - p) / b, 0) is the fraction of equity a stop-out may cost; the
+    stop sits stop_atr ATRs away (ATR = natr / 100 * price), so a stop-out loses notional *
+    stop / price and the Kelly cap on the notional fraction is that loss / (stop / price).
     0 when the direction is 0 or the variance, ATR or probability is unknown (no entry without
-    a stop). Also writes the stop and take-profit distances (ATR = natr / 100 * price).
+    a stop). Also writes every cap, the code of the one that bound (ties: the earlier in
+    ``SIZE_CAPS``; NaN without an entry) and the stop and take-profit distances.
     """
     atr = natr_pct / 100.0 * price
     if not atr > 0.0:
@@ -483,21 +543,29 @@ def size_kernel(
     if garch_variance > 0.0:
         sigma_annual = math.sqrt(garch_variance) * math.sqrt(cfg[SZ_BARS_PER_YEAR])
         vol_frac = cfg[SZ_TARGET_VOL] / sigma_annual
-    payoff = cfg[SZ_TP_ATR] / cfg[SZ_STOP_ATR]
-    raw = prob - (1.0 - prob) / payoff
-    kelly = math.nan
+    raw = prob - (1.0 - prob) / cfg[SZ_KELLY_PAYOFF]
+    risk = math.nan
     if not math.isnan(raw):
-        kelly = cfg[SZ_KELLY_FRACTION] * (raw if raw > 0.0 else 0.0)
+        risk = cfg[SZ_KELLY_FRACTION] * (raw if raw > 0.0 else 0.0)
+    kelly_cap = risk / (stop_dist / price)  # NaN without a stop or a probability
     fraction = 0.0
-    if direction != 0.0 and not (
-        math.isnan(vol_frac) or math.isnan(kelly) or math.isnan(stop_dist)
-    ):
-        fraction = min(vol_frac, kelly, cfg[SZ_MAX_LEVERAGE])
+    binding = math.nan
+    if direction != 0.0 and not (math.isnan(vol_frac) or math.isnan(kelly_cap)):
+        fraction = vol_frac
+        binding = float(CAP_VOL_TARGET)
+        if kelly_cap < fraction:
+            fraction = kelly_cap
+            binding = float(CAP_KELLY)
+        if cfg[SZ_MAX_LEVERAGE] < fraction:
+            fraction = cfg[SZ_MAX_LEVERAGE]
+            binding = float(CAP_LEVERAGE)
     out[O_PROB] = prob
     out[O_VOL_FRACTION] = vol_frac
     out[O_KELLY_RAW] = raw
-    out[O_KELLY_FRACTION] = kelly
+    out[O_KELLY_RISK] = risk
+    out[O_KELLY_CAP] = kelly_cap
     out[O_SIZE_FRACTION] = fraction
+    out[O_SIZE_BINDING] = binding
     out[O_STOP_DIST] = stop_dist
     out[O_TP_DIST] = tp_dist
     return fraction

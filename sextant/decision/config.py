@@ -2,7 +2,7 @@
 
 Every field is validated when the config is built (``ConfigError`` names the field and the
 value); ``from_dict`` refuses unknown keys. ``to_array()`` lays a config out in the order of the
-index constants in ``sextant.decision._layout``, which is what the compiled kernels read, so the
+index constants in ``sextant.decision._kernels``, which is what the compiled kernels read, so the
 live service and the backtest see the same numbers.
 """
 
@@ -199,13 +199,20 @@ class FuserConfig(_Strict):
 class SizingConfig(_Strict):
     """Volatility target capped by fractional Kelly and leverage; ATR multiples of stop and target.
 
-    Entry fraction of equity = min(target_annual_vol / (sigma_bar * sqrt(bars_per_year)),
-    kelly_fraction * max(p - (1 - p) / b, 0), max_leverage) with b = take_profit_atr / stop_atr.
+    Entry (notional) fraction of equity = min(target_annual_vol / (sigma_bar *
+    sqrt(bars_per_year)), f_loss / (stop_atr * natr / 100), max_leverage), where f_loss =
+    kelly_fraction * max(p - (1 - p) / kelly_payoff_ratio, 0) is the fraction of equity lost
+    if the stop is hit and p is P(return over the models' horizon > 0) in the trade's
+    direction. ``stop_atr`` and ``take_profit_atr`` place the exits; Kelly's b is not their
+    ratio, since p is not the probability of the target before the stop.
     """
 
     target_annual_vol: float = 0.20
     bars_per_year: float = 8760.0  # hourly bars
     kelly_fraction: float = 0.25
+    # mean H-bar gain of a winning trade over the mean H-bar loss of a losing one; 1 for the
+    # symmetric horizon bet that a calibrated P(up) describes
+    kelly_payoff_ratio: float = 1.0
     stop_atr: float = 2.0
     take_profit_atr: float = 3.0
     max_leverage: float = 1.0
@@ -215,25 +222,14 @@ class SizingConfig(_Strict):
         _in_range(owner, "target_annual_vol", self.target_annual_vol, 0.0, 10.0, lo_open=True)
         _in_range(owner, "bars_per_year", self.bars_per_year, 0.0, lo_open=True)
         _in_range(owner, "kelly_fraction", self.kelly_fraction, 0.0, 1.0, lo_open=True)
+        _in_range(owner, "kelly_payoff_ratio", self.kelly_payoff_ratio, 0.0, 100.0, lo_open=True)
         _in_range(owner, "stop_atr", self.stop_atr, 0.0, 100.0, lo_open=True)
         _in_range(owner, "take_profit_atr", self.take_profit_atr, 0.0, 100.0, lo_open=True)
         _in_range(owner, "max_leverage", self.max_leverage, 0.0, 100.0, lo_open=True)
 
-    @property
-    def payoff_ratio(self) -> float:
-        """Kelly's b: what a winning trade makes per unit a losing one loses."""
-        return self.take_profit_atr / self.stop_atr
-
     def to_array(self) -> FloatArray:
-        """The kernel layout (``SZ_*`` indices)."""
-        a = np.zeros(layout.SZ_SIZE, dtype=np.float64)
-        a[layout.SZ_TARGET_VOL] = self.target_annual_vol
-        a[layout.SZ_BARS_PER_YEAR] = self.bars_per_year
-        a[layout.SZ_KELLY_FRACTION] = self.kelly_fraction
-        a[layout.SZ_STOP_ATR] = self.stop_atr
-        a[layout.SZ_TP_ATR] = self.take_profit_atr
-        a[layout.SZ_MAX_LEVERAGE] = self.max_leverage
-        return a
+        """The kernel layout (``SZ_*`` indices, ``SIZING_FIELDS`` order)."""
+        return np.array([getattr(self, name) for name in layout.SIZING_FIELDS], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from sextant.backtest import (
 )
 from sextant.decision import (
     FEATURES_USED,
+    SIZE_CAPS,
     DecisionConfig,
     ModelOutputs,
     PortfolioState,
@@ -107,7 +108,7 @@ def test_a_long_entry_fills_at_the_next_open_with_taker_fee_and_slippage() -> No
     result = run_backtest(hand_inputs([ENTRY, FILL, FILL]), HAND_CONFIG, HAND_BT)
     # Assert
     fee = 500.0 * FILL_PRICE * 0.001
-    assert result.positions.iloc[:, 0].tolist() == [0.0, 500.0, 500.0]
+    assert result.positions.iloc[:, 0].tolist() == [0.0, 500.0, 0.0]  # sold at the end
     assert result.fees.iloc[1, 0] == pytest.approx(fee)
     assert result.cash.iloc[1] == pytest.approx(100_000.0 - 500.0 * FILL_PRICE - fee)
     assert result.equity.iloc[1] == pytest.approx(result.cash.iloc[1] + 500.0 * 102.0)
@@ -115,10 +116,43 @@ def test_a_long_entry_fills_at_the_next_open_with_taker_fee_and_slippage() -> No
     trade = result.trades.iloc[0]
     assert (trade.side, trade.reason, trade.entry_price) == (
         "LONG",
-        "END",
+        "END_OF_BACKTEST",
         pytest.approx(FILL_PRICE),
     )
     assert trade.entry_ts == result.index[1]
+
+
+def test_a_position_open_at_the_end_is_liquidated_at_the_last_close() -> None:
+    # Arrange: long 500 units from the second open; the last bar closes at 103
+    last = (102.0, 104.0, 101.0, 103.0)
+    # Act
+    result = run_backtest(hand_inputs([ENTRY, FILL, last]), HAND_CONFIG, HAND_BT)
+    # Assert: a market exit at the close, 10 bps slippage against it and the taker fee
+    entry_fee = 500.0 * FILL_PRICE * 0.001
+    mark_to_market = 100_000.0 - 500.0 * FILL_PRICE - entry_fee + 500.0 * 103.0
+    exit_price = 103.0 * (1.0 - 0.001)
+    slippage = 500.0 * (103.0 - exit_price)
+    exit_fee = 500.0 * exit_price * 0.001
+    assert result.equity.iloc[-1] == pytest.approx(mark_to_market - slippage - exit_fee, abs=1e-9)
+    trade = result.trades.iloc[0]
+    assert (trade.reason, trade.exit_ts) == ("END_OF_BACKTEST", result.index[2])
+    assert trade.exit_price == pytest.approx(exit_price)
+    assert trade.fees == pytest.approx(entry_fee + exit_fee)
+    assert trade.pnl == pytest.approx(result.equity.iloc[-1] - 100_000.0)
+    assert result.fees.iloc[2, 0] == pytest.approx(exit_fee)
+    assert result.positions.iloc[:, 0].tolist() == [0.0, 500.0, 0.0]
+    assert result.unrealized.iloc[-1] == 0.0 and result.accounting_residual() < 1e-9
+
+
+def test_which_sizing_cap_binds_is_recorded_and_counted() -> None:
+    # Arrange: HAND_CONFIG sizes by its 50 % leverage cap; later bars have no direction
+    inputs = hand_inputs([ENTRY, FILL, FILL])
+    # Act
+    result = run_backtest(inputs, HAND_CONFIG, HAND_BT)
+    # Assert
+    binding = result.decision_frame("size_binding").iloc[:, 0].tolist()
+    assert binding[0] == SIZE_CAPS.index("leverage") and np.isnan(binding[1:]).all()
+    assert result.size_binding_counts() == {"vol_target": 0, "kelly": 0, "leverage": 1}
 
 
 @pytest.mark.parametrize(
@@ -159,7 +193,7 @@ def test_funding_is_paid_at_settlement_on_the_position_held_into_it() -> None:
     assert paid.funding.iloc[1, 0] == 0.0
     assert paid.funding.iloc[2, 0] == pytest.approx(500.0 * 102.0 * 0.0001)
     assert paid.trades.funding.iloc[0] == pytest.approx(5.1)
-    assert received.positions.iloc[2, 0] == -500.0
+    assert received.positions.iloc[1, 0] == -500.0
     assert received.funding.iloc[2, 0] == pytest.approx(-5.1)  # shorts receive a positive rate
     assert received.funding_total == pytest.approx(-5.1)
 
@@ -408,10 +442,10 @@ def test_a_decision_at_t_is_identical_without_the_data_after_t(
 ) -> None:
     # Act
     truncated = run_backtest(real_inputs.truncated(t + 1), REAL_CONFIG)
-    # Assert
+    # Assert: equal up to bar t's decisions; after them the truncated run sells what it holds
     assert np.array_equal(truncated.decisions, real_result.decisions[: t + 1], equal_nan=True)
-    assert np.array_equal(truncated.equity.to_numpy(), real_result.equity.to_numpy()[: t + 1])
-    assert np.array_equal(truncated.positions.to_numpy(), real_result.positions.to_numpy()[: t + 1])
+    assert np.array_equal(truncated.equity.to_numpy()[:t], real_result.equity.to_numpy()[:t])
+    assert np.array_equal(truncated.positions.to_numpy()[:t], real_result.positions.to_numpy()[:t])
 
 
 def test_live_decide_replays_the_backtest_decisions(
@@ -472,8 +506,10 @@ def test_strategies_and_baselines_run_on_the_same_inputs(real_inputs: BacktestIn
         assert result.strategy == name and len(result.equity) == 700
         assert result.accounting_residual() < 1e-6
     hold = results["buy_and_hold"]
-    assert (hold.positions.iloc[-1] > 0).all() and len(hold.trades) == 2
-    assert hold.fees_total == pytest.approx(100_000.0 * 0.0005, rel=1e-3)
+    assert (hold.positions.iloc[-2] > 0).all() and (hold.positions.iloc[-1] == 0).all()
+    assert len(hold.trades) == 2 and set(hold.trades.reason) == {"END_OF_BACKTEST"}
+    traded = (hold.trades.units * (hold.trades.entry_price + hold.trades.exit_price)).sum()
+    assert hold.fees_total == pytest.approx(traded * 0.0005)
     assert np.isnan(hold.decisions).all()
 
 
@@ -482,12 +518,15 @@ def test_buy_and_hold_known_answer() -> None:
     inputs = hand_inputs([ENTRY, FILL, (102.0, 110.0, 101.0, 108.0)])
     # Act
     result = run_buy_and_hold(inputs, HAND_BT)
-    # Assert: all in at the first open (taker, 10 bps), marked at each close
+    # Assert: all in at the first open (taker, 10 bps), marked at each close, sold at the last
     price = 100.0 * 1.001
     units = 100_000.0 / (price * 1.001)
+    exit_price = 108.0 * 0.999
     assert result.positions.iloc[0, 0] == pytest.approx(units)
-    assert result.equity.iloc[-1] == pytest.approx(units * 108.0)
-    assert result.fees_total == pytest.approx(units * price * 0.001)
+    assert result.equity.iloc[1] == pytest.approx(units * 102.0)
+    assert result.equity.iloc[-1] == pytest.approx(units * exit_price * 0.999)
+    assert result.fees_total == pytest.approx(units * (price + exit_price) * 0.001)
+    assert result.accounting_residual() < 1e-9
 
 
 def test_ta_only_needs_no_predictions_and_ml_strategies_do(real_inputs: BacktestInputs) -> None:

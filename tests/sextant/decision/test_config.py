@@ -26,6 +26,7 @@ from sextant.errors import ConfigError
         (SizingConfig, {"kelly_fraction": 0.0}, "kelly_fraction"),
         (SizingConfig, {"stop_atr": "2"}, "stop_atr"),
         (SizingConfig, {"bars_per_year": True}, "bars_per_year"),
+        (SizingConfig, {"kelly_payoff_ratio": 0.0}, r"kelly_payoff_ratio must be in \(0"),
         (RiskConfig, {"soft_drawdown": 0.3, "hard_drawdown": 0.2}, "soft_drawdown"),
         (RiskConfig, {"max_orders_per_day": 2.5}, "max_orders_per_day"),
         (RiskConfig, {"min_models": 3}, "min_models"),
@@ -64,14 +65,19 @@ def test_arrays_follow_the_kernel_layout() -> None:
     fuser = FuserConfig(mode="ml_gated", rsi_high=60.0, breakout_weight=2.0, allow_ta_only=True)
     risk = RiskConfig(var_limit=0.02, halt_reset_days=3)
     # Act
-    f, r, s = fuser.to_array(), risk.to_array(), SizingConfig(stop_atr=1.5).to_array()
+    sizing = SizingConfig(stop_atr=1.5, kelly_payoff_ratio=1.2)
+    f, r, s = fuser.to_array(), risk.to_array(), sizing.to_array()
     # Assert
     assert f.shape == (layout.FU_SIZE,) and f.dtype == np.float64
     assert f[layout.FU_MODE] == layout.MODE_ML_GATED
     assert f[layout.FU_RSI_HIGH] == 60.0 and f[layout.FU_ALLOW_TA_ONLY] == 1.0
     assert f[layout.FU_W_VOTES + layout.VOTE_NAMES.index("breakout")] == 2.0
     assert r[layout.RK_VAR] == 0.02 and r[layout.RK_RESET_DAYS] == 3
-    assert s[layout.SZ_STOP_ATR] == 1.5
+    assert s[layout.SZ_STOP_ATR] == 1.5 and s[layout.SZ_KELLY_PAYOFF] == 1.2
+    assert s.shape == (layout.SZ_SIZE,)
+    assert [s[layout.SIZING_FIELDS.index(k)] for k in sizing.as_dict()] == list(
+        sizing.as_dict().values()
+    )
 
 
 def test_log_loss_weights_are_inverse_log_losses() -> None:

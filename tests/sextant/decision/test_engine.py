@@ -85,6 +85,14 @@ def test_the_record_is_json_with_every_check_and_figure() -> None:
     assert record["target_fraction"] < 0 and record["trading_state"] == "ACTIVE"
     assert record["model_versions"] == {"xgb": "3", "lstm": "2"}
     assert record["features"]["rsi_14"] == 40.0 and record["models"]["p_xgb"] == 0.3
+    # sizing: P(down) = 0.675, b = 1 → a quarter-Kelly loss at risk of 0.25 * 0.35; the stop
+    # 2 × 0.8 % away caps the notional at that / 0.016; the vol target (0.34) binds
+    sizing = record["sizing"]
+    assert sizing["kelly_raw"] == pytest.approx(0.35)
+    assert sizing["kelly_risk_fraction"] == pytest.approx(0.0875)
+    assert sizing["kelly_cap"] == pytest.approx(0.0875 / 0.016)
+    assert sizing["binding"] == "vol_target"
+    assert sizing["fraction"] == pytest.approx(sizing["vol_target_fraction"])
 
 
 @pytest.mark.parametrize(
