@@ -28,7 +28,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper, numpy_helper
 
-from models.cv import _utc_nanoseconds
+from models.cv import _utc_nanoseconds, purged_tail
 from models.protocol import DirectionDataset, DirectionModel, IndexArray
 from sextant.errors import ConfigError, DataValidationError, ModelUnavailableError
 
@@ -276,26 +276,15 @@ def split_calibration_tail(
         )
     rows = rows.astype(np.intp)
     decision, label_end = decision_all[rows], label_end_all[rows]
-    times = np.unique(decision)
-    n_tail = max(1, math.ceil(fraction * len(times)))
-    if n_tail >= len(times):
-        raise DataValidationError(
-            f"{len(times)} distinct training timestamps cannot hold a calibration tail of "
-            f"{fraction:.0%} and still leave rows to fit",
-            field="train_idx",
-        )
-    tail_start = times[len(times) - n_tail]
-    cal_idx: IndexArray = rows[decision >= tail_start]
-    fit_idx: IndexArray = rows[(decision < tail_start) & (label_end < tail_start)]
-    where = f"the calibration tail starting {pd.Timestamp(int(tail_start), tz='UTC')}"
+    fit_idx, cal_idx = purged_tail(rows, decision, label_end, fraction, "calibration")
     if len(cal_idx) < min_rows:
+        tail_times = decision_all[cal_idx]
         raise DataValidationError(
-            f"{where} holds {len(cal_idx)} rows ({n_tail} timestamps), at least {min_rows} "
+            f"the calibration tail starting {pd.Timestamp(int(tail_times.min()), tz='UTC')} holds "
+            f"{len(cal_idx)} rows ({len(np.unique(tail_times))} timestamps), at least {min_rows} "
             "needed (min_rows)",
             field="train_idx",
         )
-    if len(fit_idx) == 0:
-        raise DataValidationError(f"no training row's label ends before {where}", field="train_idx")
     return fit_idx, cal_idx
 
 

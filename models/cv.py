@@ -23,6 +23,7 @@ test block is used to train the fold that tests it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -196,6 +197,38 @@ def _check_config(
             )
     else:
         raise ConfigError(f"window must be 'expanding' or 'sliding', got {window!r}")
+
+
+def purged_tail(
+    rows: npt.NDArray[np.intp],
+    decision_ns: npt.NDArray[np.int64],
+    label_end_ns: npt.NDArray[np.int64],
+    fraction: float,
+    what: str,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(fit rows, tail rows) of ``rows``: the tail is the latest ``fraction`` of their distinct
+    decision times (all rows of a time on one side), the fit rows are decided before it with a
+    label that ends before it (purge). Both keep ``rows``' order; ``decision_ns`` and
+    ``label_end_ns`` are the rows' own UTC nanoseconds. DataValidationError names ``what`` tail
+    when either side would be empty.
+    """
+    times = np.unique(decision_ns)
+    n_tail = max(1, math.ceil(fraction * len(times)))
+    if n_tail >= len(times):
+        raise DataValidationError(
+            f"{len(times)} distinct training timestamps cannot hold a {what} tail of "
+            f"{fraction:.0%} and still leave rows to fit",
+            field="train_idx",
+        )
+    tail_start = times[len(times) - n_tail]
+    fit = rows[(decision_ns < tail_start) & (label_end_ns < tail_start)]
+    tail = rows[decision_ns >= tail_start]
+    if len(fit) == 0:
+        raise DataValidationError(
+            f"no training row's label ends before the {what} tail starting {_ts(tail_start)}",
+            field="train_idx",
+        )
+    return fit, tail
 
 
 def _utc_nanoseconds(values: pd.Series, name: str) -> npt.NDArray[np.int64]:

@@ -8,13 +8,12 @@ whose label window reaches into the tail are purged, as in ``models.cv``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from features.definitions import service_features
+from models.cv import purged_tail
 from models.protocol import DirectionDataset, IndexArray
 from sextant.errors import DataValidationError
 
@@ -89,23 +88,10 @@ def validation_tail(
     """
     decision = _nanoseconds(data.decision_ts)[train_idx]
     label_end = _nanoseconds(data.label_end_ts)[train_idx]
-    times = np.unique(decision)
-    n_tail = max(1, math.ceil(fraction * len(times)))
-    if n_tail >= len(times):
-        raise DataValidationError(
-            f"{family}: {len(times)} distinct training timestamps cannot hold a validation "
-            f"tail of {fraction:.0%} and still leave rows to fit",
-            field="train_idx",
-        )
-    tail_start = times[len(times) - n_tail]
-    fit_idx: IndexArray = train_idx[(decision < tail_start) & (label_end < tail_start)]
-    val_idx: IndexArray = train_idx[decision >= tail_start]
-    if len(fit_idx) == 0:
-        raise DataValidationError(
-            f"{family}: no training row's label ends before the validation tail starting "
-            f"{pd.Timestamp(int(tail_start), tz='UTC')}",
-            field="train_idx",
-        )
+    try:
+        fit_idx, val_idx = purged_tail(train_idx, decision, label_end, fraction, "validation")
+    except DataValidationError as exc:
+        raise DataValidationError(f"{family}: {exc.args[0]}", field="train_idx") from exc
     _check_both_classes(
         family, data.y[fit_idx], "fit rows (training rows before the validation tail)"
     )

@@ -306,12 +306,14 @@ def test_bad_fraction_is_a_config_error(fraction: float) -> None:
 
 
 def test_short_tail_or_nothing_left_to_fit_is_a_data_validation_error() -> None:
+    short = _rows(20)
+    with pytest.raises(DataValidationError, match=r"holds 12 rows \(4 timestamps\), at least 200"):
+        split_calibration_tail(
+            np.arange(len(short)), short["decision_ts"], short["label_end_ts"], 0.2
+        )
     frame = _rows(20, horizon_h=48)
     rows = np.arange(len(frame))
     decision, label_end = frame["decision_ts"], frame["label_end_ts"]
-
-    with pytest.raises(DataValidationError, match=r"holds 12 rows \(4 timestamps\), at least 200"):
-        split_calibration_tail(rows, decision, label_end, 0.2)
     with pytest.raises(DataValidationError, match="no training row's label ends before"):
         split_calibration_tail(rows, decision, label_end, 0.2, min_rows=1)
     with pytest.raises(DataValidationError, match="tz-aware"):
