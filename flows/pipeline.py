@@ -13,6 +13,7 @@ from flows.backtest import backtest_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
+from models.training import span_rows, table_rows
 from sextant.settings import load_settings
 
 __all__ = ["pipeline_flow"]
@@ -41,8 +42,12 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
         "status": status,
         "features build": built["build"]["views"],
         "features materialize": built["materialize"],
-        "train": [_train_row(r) for r in trained["trained"]],
-        "promote": [
+        "evaluation spans": span_rows(trained["trained"]),
+        "train (out-of-fold, calibrated; per span)": [
+            row for report in trained["trained"] for row in table_rows(report)
+        ],
+        "train (ONNX)": [_onnx_row(r) for r in trained["trained"]],
+        "promote (one-sided tests on the selection span)": [
             {k: d[k] for k in ("family", "promoted", "reason", "detail", "challenger_version")}
             for d in trained["promotions"]
         ],
@@ -51,18 +56,23 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
             for name, m in study["metrics"].items()
         ],
         "backtest report": [
-            {"html": study["report_html"], "mlflow_run": study["run_id"], **study["chosen"]}
+            {
+                "html": study["report_html"],
+                "mlflow_run": study["run_id"],
+                **study["chosen"],
+                "dsr_trials": study["trial_count"]["n_trials"],
+                "no_champion": ",".join(study["absent"]) or "-",
+            }
         ],
     }
 
 
-def _train_row(report: dict[str, Any]) -> dict[str, Any]:
-    metrics = report["metrics"]
-    keep = ("auc", "log_loss", "ic", "qlike", "var99_exceedance_rate", "kupiec_p")
+def _onnx_row(report: dict[str, Any]) -> dict[str, Any]:
+    parity = report["parity"]
     return {
         "family": report["family"],
         "version": report["model_version"],
-        **{k: round(float(metrics[k]), 5) for k in keep if k in metrics},
+        "parity_max_err": parity.get("max_abs_err", parity.get("max_rel_err")),
         "onnx_p99_ms": round(report["latency_ms"]["p99"], 4),
         "seconds": round(report["seconds"], 1),
     }

@@ -1,11 +1,15 @@
 """`sextant backtest`: replay the decision engine over out-of-fold predictions, honestly.
 
-Inputs: each family's out-of-fold predictions (from the walk-forward CV of its champion, or of
-the latest challenger when there is no champion), the TA features of the feature tables, candles
-and perpetual funding from the market store. The period with predictions is split in two: fuser
-settings are chosen on the earlier half (selection), every strategy and baseline is reported on
-the later half with the chosen settings, and the deflated Sharpe ratio accounts for the number of
-configurations tried. Results go to MLflow (`sextant-backtest`) and an HTML/PNG report.
+Inputs: the out-of-fold predictions of each family's **champion** (a family without one is
+absent, as it is for the live path, and the report says so), the simple past-return baseline's
+calibrated predictions, the TA features of the feature tables, candles and perpetual funding
+from the market store. The evaluation protocol (docs/models.md) splits the predictions at the
+reported start, the latest of the champions' own reported starts: fuser settings are chosen on
+the selection span before it, every strategy (the simple baseline among them) is reported on the
+reported span after it, which took part in no choice of model, baseline or setting. The deflated
+Sharpe ratio counts every configuration tried on the selection span: direction model candidates
+and baseline candidates times fuser settings. Results go to MLflow (`sextant-backtest`) and an
+HTML/PNG report.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from features.build import choose_candle_source, view_path
 from features.compute import perp_symbol
 from features.definitions import FEATURE_VIEWS, Kind
 from features.ingest.store import MarketStore
-from models.registry import CHALLENGER, CHAMPION
+from models.baselines import baseline_candidates
+from models.registry import CHAMPION
+from models.spans import EvaluationSpans
 from models.tracking import (
     EXPERIMENTS,
     REGISTERED_MODELS,
@@ -40,6 +47,7 @@ from sextant.backtest.engine import (
     BacktestInputs,
     BacktestResult,
     run_backtest,
+    run_buy_and_hold,
     run_strategies,
 )
 from sextant.backtest.metrics import performance_metrics
@@ -57,6 +65,8 @@ log = logging.getLogger(__name__)
 MODES: tuple[FuserMode, ...] = ("weighted", "agreement", "ml_gated")
 THRESHOLDS = (0.1, 0.2, 0.3)
 SELECTION_GRID = tuple((m, t) for m in MODES for t in THRESHOLDS)
+# reliability figures of a direction champion that the backtest report repeats
+RELIABILITY = ("brier", "log_loss", "ece")
 
 
 @dataclass(slots=True)
@@ -71,6 +81,9 @@ class BacktestReport:
     rejections: dict[str, int]
     model_versions: dict[str, str]
     report_html: str
+    trial_count: dict[str, int]
+    absent: list[str]  # families without a champion, left out as the live path leaves them
+    size_binding: dict[str, dict[str, int]]  # per strategy: how often each sizing cap bound
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +95,9 @@ class BacktestReport:
             "rejections": self.rejections,
             "model_versions": self.model_versions,
             "report_html": self.report_html,
+            "trial_count": self.trial_count,
+            "absent": self.absent,
+            "size_binding": self.size_binding,
         }
 
 
@@ -94,42 +110,107 @@ class _Reported:
     metrics: dict[str, float]
 
 
-def _oof(family: str) -> tuple[pd.DataFrame | None, str | None]:
-    """Out-of-fold predictions of the family's champion (else latest challenger) and its version."""
-    import mlflow
+@dataclass(frozen=True)
+class _Predictions:
+    """One family's out-of-fold predictions, the version they come from and its spans."""
+
+    frame: pd.DataFrame
+    version: str
+    spans: EvaluationSpans
+    baseline: str  # the simple baseline that run chose ("" for GARCH)
+    reported: dict[str, float]  # the version's own reported-span metrics (calibration figures)
+
+
+def _champion_predictions(family: str) -> _Predictions | None:
+    """Out-of-fold predictions of the family's champion; None when it has no champion."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    try:
+        version = MlflowClient().get_model_version_by_alias(REGISTERED_MODELS[family], CHAMPION)
+    except MlflowException:
+        return None
+    return _predictions_of(version, f"{version.version} ({CHAMPION})")
+
+
+def _predictions_of(version: Any, label: str) -> _Predictions | None:
+    import mlflow
+
+    spans = EvaluationSpans.from_tags(version.tags)
+    if spans is None:  # registered before the evaluation protocol: no selection span to respect
+        log.warning("%s version %s has no evaluation spans: retrain it", version.name, label)
+        return None
+    path = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path="oof_predictions.parquet"
+    )
+    baseline = str(json.loads(version.tags.get("baseline", "{}")).get("name", ""))
+    reported = json.loads(version.tags.get("reported_metrics", "{}"))
+    return _Predictions(pd.read_parquet(path), label, spans, baseline, reported)
+
+
+def _baseline_predictions(champions: dict[str, _Predictions]) -> _Predictions | None:
+    """The simple baseline's predictions: from a direction champion's run, else the latest run.
+
+    The baseline is not a model choice (its lag was chosen on that run's selection span), so a
+    challenger's run serves when no direction family has a champion.
+    """
+    for family in ("xgb", "lstm"):
+        if family in champions:
+            return champions[family]
+    from mlflow import MlflowClient
+
     client = MlflowClient()
-    name = REGISTERED_MODELS[family]
-    for alias in (CHAMPION, CHALLENGER):
-        try:
-            version = client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            continue
-        path = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="oof_predictions.parquet"
-        )
-        return pd.read_parquet(path), f"{version.version} ({alias})"
-    return None, None
+    latest = []
+    for family in ("xgb", "lstm"):
+        versions = client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'")
+        latest += [v for v in versions if EvaluationSpans.from_tags(v.tags) is not None]
+    if not latest:
+        return None
+    newest = max(latest, key=lambda v: int(v.creation_timestamp))
+    return _predictions_of(newest, f"{newest.name} {newest.version}")
+
+
+def direction_candidates() -> int:
+    """How many direction models were ever compared on a selection span (every registered version)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    return sum(
+        len(client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'"))
+        for family in ("xgb", "lstm")
+    )
+
+
+@dataclass(frozen=True)
+class BacktestSources:
+    """What the frames were built from: versions used, families absent, the reported start."""
+
+    versions: dict[str, str]
+    calibration: dict[str, dict[str, float]]  # direction champions: reliability, reported span
+    absent: tuple[str, ...]
+    reported_start: pd.Timestamp
+    baseline: str
 
 
 def load_backtest_frames(
     settings: Settings, symbols: Sequence[str], start: datetime | None, end: datetime | None
-) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+) -> tuple[dict[str, pd.DataFrame], BacktestSources]:
     """Per symbol, a frame indexed by bar open with prices, TA features, OOF outputs and funding."""
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
-    oof = {}
-    versions = {}
-    for family in ("xgb", "lstm", "garch"):
-        frame, version = _oof(family)
-        if frame is not None and version is not None:
-            oof[family] = frame
-            versions[family] = version
-    if "xgb" not in oof and "lstm" not in oof:
+    champions = {
+        family: found
+        for family in ("xgb", "lstm", "garch")
+        if (found := _champion_predictions(family)) is not None
+    }
+    baseline = _baseline_predictions(champions)
+    if baseline is None:
         raise DataValidationError(
             "no out-of-fold predictions of xgb or lstm: run `sextant train` first"
         )
+    used = [*champions.values(), baseline]
+    # the reported span starts where every source's own reported span has started
+    reported_start = max(pd.Timestamp(p.spans.reported_start) for p in used)
+    oof = {family: p.frame for family, p in champions.items()}
     ta = pd.read_parquet(view_path(settings.paths.features_dir, FEATURE_VIEWS[Kind.TA]))
     frames: dict[str, pd.DataFrame] = {}
     with MarketStore(settings.paths.market_db, read_only=True) as store:
@@ -148,6 +229,9 @@ def load_backtest_frames(
                 frame[column] = _by_open(
                     oof.get(family), symbol, "decision_ts", "p_up", -bar, index
                 )
+            frame["p_baseline"] = _by_open(
+                baseline.frame, symbol, "decision_ts", "p_baseline", -bar, index
+            )
             # the variance forecast for the bar after a decision is the OOF row one bar later
             frame["garch_variance"] = _by_open(
                 oof.get("garch"), symbol, "ts", "forecast_var", -2 * bar, index
@@ -155,28 +239,42 @@ def load_backtest_frames(
             frame["var_quantile"] = _by_open(
                 oof.get("garch"), symbol, "ts", "var_quantile", -2 * bar, index
             )
-            funding = store.query(
-                "SELECT event_ts, any_value(funding_rate ORDER BY source) AS rate FROM funding_rates "
-                "WHERE symbol = ? GROUP BY event_ts",
-                [perp_symbol(symbol)],
-            )
-            settle = (
-                funding["event_ts"]
-                .dt.tz_convert("UTC")
-                .dt.floor(settings.timeframe.replace("m", "min"))
-            )
-            rates = (
-                pd.Series(funding["rate"].to_numpy(), index=settle.dt.as_unit("ns"))
-                .groupby(level=0)
-                .sum()
-            )
-            frame["funding_rate"] = rates.reindex(index).fillna(0.0).to_numpy()
+            frame["funding_rate"] = _funding(store, symbol, settings.timeframe, index)
             if start is not None:
                 frame = frame[frame.index >= pd.Timestamp(start)]
             if end is not None:
                 frame = frame[frame.index <= pd.Timestamp(end)]
             frames[symbol] = frame
-    return frames, versions
+    sources = BacktestSources(
+        versions={family: p.version for family, p in champions.items()},
+        calibration={
+            family: {k: float(p.reported[k]) for k in RELIABILITY if k in p.reported}
+            for family, p in champions.items()
+            if family != "garch"
+        },
+        absent=tuple(f for f in ("xgb", "lstm", "garch") if f not in champions),
+        # a decision at a bar's close is made at the next bar's open in these frames' index
+        reported_start=reported_start - bar,
+        baseline=f"{baseline.baseline} (calibrated, from {baseline.version})",
+    )
+    return frames, sources
+
+
+def _funding(
+    store: MarketStore, symbol: str, timeframe: str, index: pd.DatetimeIndex
+) -> npt.NDArray[np.float64]:
+    """Funding rate charged at each bar (the sum of settlements within it), 0 without any."""
+    funding = store.query(
+        "SELECT event_ts, any_value(funding_rate ORDER BY source) AS rate FROM funding_rates "
+        "WHERE symbol = ? GROUP BY event_ts",
+        [perp_symbol(symbol)],
+    )
+    settle = funding["event_ts"].dt.tz_convert("UTC").dt.floor(timeframe.replace("m", "min"))
+    rates = (
+        pd.Series(funding["rate"].to_numpy(), index=settle.dt.as_unit("ns")).groupby(level=0).sum()
+    )
+    values: npt.NDArray[np.float64] = rates.reindex(index).fillna(0.0).to_numpy(dtype=np.float64)
+    return values
 
 
 def _by_open(
@@ -197,7 +295,7 @@ def _by_open(
 
 
 def _prediction_span(frames: dict[str, pd.DataFrame]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    covered = [f.index[f["p_xgb"].notna() | f["p_lstm"].notna()] for f in frames.values()]
+    covered = [f.index[f["p_baseline"].notna()] for f in frames.values()]
     if any(len(c) == 0 for c in covered):
         spans = [
             f"{s} {f.index.min()} .. {f.index.max()}" if len(f) else f"{s} (no bars in range)"
@@ -233,9 +331,7 @@ def run_backtest_study(
     base: DecisionConfig | None = None,
     execution: BacktestConfig | None = None,
 ) -> BacktestReport:
-    """Select fuser settings on the earlier half, report every strategy on the later half."""
-    import mlflow
-
+    """Select fuser settings on the selection span, report every strategy on the reported span."""
     use_home(settings.paths)
     chosen_symbols = tuple(symbols or settings.symbols)
     # The live gate keeps a drawdown halt until a person resets it; a replay has no person, so a
@@ -244,11 +340,16 @@ def run_backtest_study(
     execution = execution or BacktestConfig()
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
     bars_per_year = float(pd.Timedelta(days=365) / bar)
-    frames, versions = load_backtest_frames(settings, chosen_symbols, start, end)
+    frames, sources = load_backtest_frames(settings, chosen_symbols, start, end)
     first, last = _prediction_span(frames)
-    middle = first + (last - first) / 2
-    selection = BacktestInputs.from_frames(_window(frames, first, middle), settings.timeframe)
-    reported = BacktestInputs.from_frames(_window(frames, middle + bar, last), settings.timeframe)
+    cut = sources.reported_start
+    if not first < cut <= last:
+        raise DataValidationError(
+            f"predictions {first} .. {last} do not hold both a selection span and the reported span "
+            f"starting {cut}: widen --start/--end around it"
+        )
+    selection = BacktestInputs.from_frames(_window(frames, first, cut - bar), settings.timeframe)
+    reported = BacktestInputs.from_frames(_window(frames, cut, last), settings.timeframe)
     periods = {
         "selection (fuser mode and entry threshold chosen here)": f"{selection.index[0]} .. {selection.index[-1]}",
         "reported (every figure below)": f"{reported.index[0]} .. {reported.index[-1]}",
@@ -257,22 +358,29 @@ def run_backtest_study(
     grid = [(m, t) for m, t in SELECTION_GRID if fuser_mode is None or m == fuser_mode]
     if not grid:
         raise DataValidationError(f"unknown fuser mode {fuser_mode!r}; known: {', '.join(MODES)}")
-    trials: list[dict[str, Any]] = []
-    best_sharpe, best_fuser = -np.inf, base.fuser
-    for mode, threshold in grid:
-        fuser: FuserConfig = replace(base.fuser, mode=mode, entry_threshold=threshold)
-        result = run_backtest(selection, replace(base, fuser=fuser), execution, strategy="fused")
-        sharpe = _sharpe(result, bars_per_year)
-        trials.append({"mode": mode, "entry_threshold": threshold, "sharpe": sharpe})
-        if sharpe > best_sharpe:
-            best_sharpe, best_fuser = sharpe, fuser
-    best = {
-        "mode": best_fuser.mode,
-        "entry_threshold": best_fuser.entry_threshold,
-        "sharpe": best_sharpe,
-    }
-    config = replace(base, fuser=best_fuser)
-    results = run_strategies(reported, config, execution)
+    has_ml = any(family in sources.versions for family in ("xgb", "lstm"))
+    primary = "fused" if has_ml else "simple_baseline"
+    if has_ml:
+        trials, best_fuser = _select_fuser(selection, base, execution, grid, bars_per_year)
+        config = replace(base, fuser=best_fuser)
+        results = run_strategies(reported, config, execution)
+    else:  # no direction champion: the ML and fused strategies have nothing to trade
+        trials, config = [], base
+        results = {
+            "buy_and_hold": run_buy_and_hold(reported, execution),
+            "ta_only": run_backtest(reported, base.ta_only(), execution, strategy="ta_only"),
+        }
+    baseline_inputs = BacktestInputs.from_frames(
+        _window(_as_baseline(frames), cut, last), settings.timeframe
+    )
+    results["simple_baseline"] = run_backtest(
+        baseline_inputs, config.ml_only(), execution, strategy="ml_only"
+    )
+    model_candidates = direction_candidates() + len(baseline_candidates())
+    n_trials = model_candidates * len(grid) if has_ml else len(baseline_candidates())
+    # what each strategy's deflated Sharpe ratio counts: the fused strategy every model and
+    # baseline candidate with every fuser setting, the baseline its own candidates
+    strategy_trials = {"fused": n_trials, "simple_baseline": len(baseline_candidates())}
     trial_sharpes = np.array([t["sharpe"] for t in trials])
     metrics = {
         name: performance_metrics(
@@ -280,21 +388,62 @@ def run_backtest_study(
             trades=result.trades,
             positions=result.position_value,
             bars_per_year=bars_per_year,
-            n_trials=len(trials) if name == "fused" else 1,
+            n_trials=strategy_trials.get(name, 1),
             trial_sharpes=trial_sharpes if name == "fused" and len(trials) > 1 else None,
         )
         for name, result in results.items()
     }
-    rejections = results["fused"].rejections
-    study_id = uuid.uuid4().hex[:12]
-    out_dir = settings.paths.reports_dir / f"backtest-{study_id}"
+    chosen = {"mode": config.fuser.mode, "entry_threshold": config.fuser.entry_threshold}
+    trial_count = {
+        "direction_model_candidates": model_candidates - len(baseline_candidates()),
+        "baseline_candidates": len(baseline_candidates()),
+        "fuser_settings": len(grid) if has_ml else 0,
+        "n_trials": n_trials,
+    }
     notes = [
-        f"Models: {', '.join(f'{k} {v}' for k, v in versions.items())}; predictions are out-of-fold only.",
-        f"Fuser settings tried on the selection period: {len(trials)}; chosen: mode {best['mode']}, "
-        f"entry threshold {best['entry_threshold']} (selection Sharpe {best['sharpe']:.3f}).",
+        f"Models (champions only): {', '.join(f'{k} {v}' for k, v in sources.versions.items()) or 'none'}; "
+        f"predictions are out-of-fold only.",
+        *(
+            f"{family}: no champion, so it is absent here as in the live path"
+            + (" (no volatility forecast: no position is sized)" if family == "garch" else "")
+            + "."
+            for family in sources.absent
+        ),
+        *(
+            f"{family} calibration on its reported span: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            + "."
+            for family, figures in sources.calibration.items()
+        ),
+        f"Simple baseline strategy: {sources.baseline}, traded ML-only with the chosen settings.",
+        f"Fuser settings tried on the selection period: {len(trials)}; chosen: mode {chosen['mode']}, "
+        f"entry threshold {chosen['entry_threshold']} (selection Sharpe {max(t['sharpe'] for t in trials):.3f})."
+        if has_ml
+        else "No direction champion: the ML-only and fused strategies are not run and no fuser "
+        "setting is chosen; the simple baseline is the primary strategy.",
+        f"Deflated Sharpe ratio trials: {n_trials} = ({trial_count['direction_model_candidates']} direction "
+        f"model candidates + {trial_count['baseline_candidates']} baseline candidates) x {len(grid)} fuser settings."
+        if has_ml
+        else f"Deflated Sharpe ratio trials of the simple baseline: its {n_trials} candidates.",
         "Decisions at bar close, fills at the next bar's open; taker/maker fees, volatility- and size-dependent "
         "slippage, perpetual funding at settlements, stops before targets when both touch in one bar.",
     ]
+    rejections = results[primary].rejections
+    binding = {
+        name: result.size_binding_counts()
+        for name, result in results.items()
+        if name != "buy_and_hold"
+    }
+    notes.append(
+        "Which sizing cap set the entry size (decisions with a direction): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{cap} {count}" for cap, count in counts.items())
+            for name, counts in binding.items()
+        )
+        + "."
+    )
+    study_id = uuid.uuid4().hex[:12]
+    out_dir = settings.paths.reports_dir / f"backtest-{study_id}"
     paths: ReportPaths = write_report(
         out_dir,
         title=f"sextant backtest {study_id}: {', '.join(chosen_symbols)}",
@@ -305,23 +454,101 @@ def run_backtest_study(
         rejections=rejections,
         periods=periods,
         notes=notes,
+        primary=primary,
     )
+    run_id = _log_study(
+        settings,
+        study_id,
+        chosen_symbols,
+        sources,
+        periods,
+        chosen,
+        trials,
+        trial_count,
+        metrics,
+        rejections,
+        binding,
+        {"decision": config, "execution": execution},
+        execution,
+        out_dir,
+    )
+    return BacktestReport(
+        run_id=run_id,
+        periods=periods,
+        chosen=chosen,
+        trials=trials,
+        metrics=metrics,
+        rejections=rejections,
+        model_versions=sources.versions,
+        report_html=str(Path(paths.html)),
+        trial_count=trial_count,
+        absent=list(sources.absent),
+        size_binding=binding,
+    )
+
+
+def _select_fuser(
+    selection: BacktestInputs,
+    base: DecisionConfig,
+    execution: BacktestConfig,
+    grid: list[tuple[FuserMode, float]],
+    bars_per_year: float,
+) -> tuple[list[dict[str, Any]], FuserConfig]:
+    """Every fuser setting's Sharpe on the selection span, and the best setting."""
+    trials: list[dict[str, Any]] = []
+    best_sharpe, best_fuser = -np.inf, base.fuser
+    for mode, threshold in grid:
+        fuser: FuserConfig = replace(base.fuser, mode=mode, entry_threshold=threshold)
+        result = run_backtest(selection, replace(base, fuser=fuser), execution, strategy="fused")
+        sharpe = _sharpe(result, bars_per_year)
+        trials.append({"mode": mode, "entry_threshold": threshold, "sharpe": sharpe})
+        if sharpe > best_sharpe:
+            best_sharpe, best_fuser = sharpe, fuser
+    return trials, best_fuser
+
+
+def _as_baseline(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The frames with the simple baseline's probability as the only ML input."""
+    return {s: f.assign(p_xgb=f["p_baseline"], p_lstm=np.nan) for s, f in frames.items()}
+
+
+def _log_study(
+    settings: Settings,
+    study_id: str,
+    symbols: tuple[str, ...],
+    sources: BacktestSources,
+    periods: dict[str, str],
+    chosen: dict[str, Any],
+    trials: list[dict[str, Any]],
+    trial_count: dict[str, int],
+    metrics: dict[str, dict[str, float]],
+    rejections: dict[str, int],
+    binding: dict[str, dict[str, int]],
+    hashed: dict[str, Any],
+    execution: BacktestConfig,
+    out_dir: Path,
+) -> str:
+    """One MLflow run in ``sextant-backtest`` with everything the report shows; returns its id."""
+    import mlflow
+
     experiment_id = ensure_experiment(settings.paths, EXPERIMENTS["backtest"])
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-{study_id}") as run:
         mlflow.set_tags(
             {
                 "sextant.git_commit": git_commit(),
-                "sextant.symbols": ",".join(chosen_symbols),
-                "sextant.model_versions": json.dumps(versions),
-                "sextant.config_hash": config_hash({"decision": config, "execution": execution}),
+                "sextant.symbols": ",".join(symbols),
+                "sextant.model_versions": json.dumps(sources.versions),
+                "sextant.absent_families": ",".join(sources.absent),
+                "sextant.simple_baseline": sources.baseline,
+                "sextant.config_hash": config_hash(hashed),
                 **{f"sextant.period.{k.split(' ')[0]}": v for k, v in periods.items()},
             }
         )
         mlflow.log_params(
             {
-                "fuser_mode": best["mode"],
-                "entry_threshold": best["entry_threshold"],
-                "n_trials": len(trials),
+                "fuser_mode": chosen["mode"],
+                "entry_threshold": chosen["entry_threshold"],
+                **trial_count,
             }
         )
         mlflow.log_params({f"execution.{k}": v for k, v in execution.as_dict().items()})
@@ -330,16 +557,20 @@ def run_backtest_study(
                 {f"{name}.{k}": float(v) for k, v in values.items() if np.isfinite(v)}
             )
         mlflow.log_metrics({f"rejections.{k}": float(v) for k, v in rejections.items()})
-        mlflow.log_dict({"trials": trials}, "selection_trials.json")
+        mlflow.log_metrics(
+            {
+                f"calibration.{family}.{k}": v
+                for family, figures in sources.calibration.items()
+                for k, v in figures.items()
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"size_binding.{name}.{cap}": float(count)
+                for name, counts in binding.items()
+                for cap, count in counts.items()
+            }
+        )
+        mlflow.log_dict({"trials": trials, **trial_count}, "selection_trials.json")
         mlflow.log_artifacts(str(out_dir), artifact_path="report")
-        run_id = run.info.run_id
-    return BacktestReport(
-        run_id=run_id,
-        periods=periods,
-        chosen={"mode": best["mode"], "entry_threshold": best["entry_threshold"]},
-        trials=trials,
-        metrics=metrics,
-        rejections=rejections,
-        model_versions=versions,
-        report_html=str(Path(paths.html)),
-    )
+        return str(run.info.run_id)

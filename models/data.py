@@ -13,6 +13,7 @@ from features.definitions import service_features
 from features.feast_store import training_frame
 from features.ingest.store import MarketStore
 from features.labels import forward_labels
+from models.baselines import BASELINE_LAGS, past_log_returns, past_return_column
 from models.protocol import DirectionDataset
 from sextant.errors import DataValidationError
 from sextant.settings import Settings
@@ -26,7 +27,11 @@ def _labels(settings: Settings, symbols: Sequence[str], horizon: int) -> pd.Data
         for symbol in symbols:
             source = choose_candle_source(store, symbol, settings.timeframe, settings.candle_source)
             candles = store.candles(symbol, settings.timeframe, source=source)
-            frames.append(forward_labels(candles, settings.timeframe, horizon))
+            labels = forward_labels(candles, settings.timeframe, horizon)
+            # the simple baseline's inputs: past returns, known at the decision time
+            frames.append(
+                pd.concat([labels, past_log_returns(candles, settings.timeframe)], axis=1)
+            )
     labels = pd.concat(frames, ignore_index=True)
     labels["available_at"] = labels["available_at"].dt.as_unit("ns")
     labels["label_available_at"] = labels["label_available_at"].dt.as_unit("ns")
@@ -47,8 +52,11 @@ def direction_dataset(
     features = training_frame(feature_service, symbols, start, end, settings=settings)
     features["event_timestamp"] = features["event_timestamp"].dt.as_unit("ns")
     labels = _labels(settings, symbols, horizon)
+    past = [past_return_column(lag) for lag in BASELINE_LAGS]
     joined = features.merge(
-        labels[["symbol", "available_at", "fwd_log_return", "label_up", "label_available_at"]],
+        labels[
+            ["symbol", "available_at", "fwd_log_return", "label_up", "label_available_at", *past]
+        ],
         left_on=["symbol", "event_timestamp"],
         right_on=["symbol", "available_at"],
         how="inner",
@@ -67,6 +75,7 @@ def direction_dataset(
             "label_end_ts": joined["label_available_at"],
             "fwd_log_return": joined["fwd_log_return"].astype(np.float64),
             "label_up": joined["label_up"].astype(np.int64),
+            **{column: joined[column].astype(np.float64) for column in past},
         }
     )
     matrix = joined.loc[:, list(names)].to_numpy(dtype=np.float32)

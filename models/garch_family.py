@@ -45,7 +45,9 @@ __all__ = [
     "evaluate_garch",
     "garch_multi_onnx",
     "garch_multi_parity",
+    "qlike_losses",
     "rolling_variance_baseline",
+    "variance_forecast_metrics",
 ]
 
 INPUT_SYMBOL = "symbol_index"
@@ -168,6 +170,7 @@ class GarchEvaluation:
     oof: pd.DataFrame  # symbol, ts, fold, ret, forecast_var, baseline_var, var99, var_quantile
     fold_metrics: list[dict[str, float]]
     metrics: dict[str, float]
+    fit_ts: pd.Series  # the first and last return any fold model was fitted on
 
 
 def evaluate_garch(
@@ -183,6 +186,7 @@ def evaluate_garch(
 ) -> GarchEvaluation:
     """Purged walk-forward per symbol: fit on each training block, forecast its test block."""
     rows = []
+    fitted: list[pd.Timestamp] = []
     for symbol, series in sorted(returns.items()):
         ts = pd.Series(series.index, dtype="datetime64[ns, UTC]")
         folds = purged_walk_forward(
@@ -202,6 +206,7 @@ def evaluate_garch(
                 series.iloc[fold.train], origin=f"{symbol} fold {fold.index}"
             )
             last_train = int(fold.train.max())
+            fitted += [ts.iloc[int(fold.train.min())], ts.iloc[last_train]]
             ahead = values[last_train + 1 : int(fold.test.max()) + 1]
             forecast = filter_variance(fit.params, ahead, state=fit.final_state)
             positions = fold.test - (last_train + 1)
@@ -223,11 +228,25 @@ def evaluate_garch(
                 )
             )
     oof = pd.concat(rows, ignore_index=True)
-    fold_metrics = [_vol_metrics(group) for _, group in oof.groupby("fold", sort=True)]
-    return GarchEvaluation(oof=oof, fold_metrics=fold_metrics, metrics=_vol_metrics(oof))
+    fold_metrics = [variance_forecast_metrics(group) for _, group in oof.groupby("fold", sort=True)]
+    return GarchEvaluation(
+        oof=oof,
+        fold_metrics=fold_metrics,
+        metrics=variance_forecast_metrics(oof),
+        fit_ts=pd.Series(fitted, dtype="datetime64[ns, UTC]"),
+    )
 
 
-def _vol_metrics(frame: pd.DataFrame) -> dict[str, float]:
+def qlike_losses(frame: pd.DataFrame, column: str) -> npt.NDArray[np.float64]:
+    """Per-row QLIKE loss ``log(f) + r² / f`` of the variance forecast in ``column``."""
+    forecast = frame[column].to_numpy(dtype=np.float64)
+    realized = frame["ret"].to_numpy(dtype=np.float64) ** 2
+    losses: npt.NDArray[np.float64] = np.log(forecast) + realized / forecast
+    return losses
+
+
+def variance_forecast_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """QLIKE, MSE and VaR backtests of ``forecast_var``; the rolling baseline's QLIKE on its rows."""
     metrics = volatility_metrics(
         frame["ret"].to_numpy(dtype=np.float64),
         frame["forecast_var"].to_numpy(dtype=np.float64),

@@ -1,16 +1,21 @@
 """MLflow registry: register a checked ONNX model as ``challenger``; the promotion gate; the ledger.
 
 A model reaches ``champion`` only through `promote`: it must have passed ONNX parity, meet its
-single-row latency budget (measured again at promotion), and beat the incumbent champion on the
-same walk-forward folds by a margin (with no champion: beat a naive baseline). Every decision,
-promotion or refusal, is appended to the promotion ledger (`<home>/promotions.jsonl`).
+single-row latency budget (measured again at promotion), and win one-sided statistical tests on
+the selection span of its out-of-fold predictions (never the reported span): against no skill
+and the simple past-return baseline (direction) or the rolling-variance forecast (volatility),
+and against the incumbent champion replayed on the same folds. Every decision, promotion or
+refusal, is appended to the promotion ledger (`<home>/promotions.jsonl`) with its test figures.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
+import pandas as pd
 
+from models.garch_family import qlike_losses
+from models.significance import TestResult, auc_difference_test, diebold_mariano_test
+from models.spans import SELECTION, SPAN_COLUMN, EvaluationSpans
 from models.tracking import REGISTERED_MODELS
 from sextant.errors import ConfigError
 
@@ -45,13 +54,24 @@ LATENCY_BUDGET_MS = {"xgb": 0.2, "lstm": 1.0, "garch": 0.2}
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    """Which metric decides and by how much a challenger must win."""
+    """How sure the gate must be, and what a challenger must beat, on the selection span.
 
-    direction_metric: str = "auc"  # higher is better
-    direction_margin: float = 0.002
-    volatility_metric: str = "qlike"  # lower is better
-    volatility_margin: float = 0.0
+    ``confidence`` is the level of every one-sided test (block-bootstrap AUC difference for
+    direction, Diebold–Mariano on QLIKE for volatility): a challenger passes only when the test
+    rejects "no better" at that level. ``require_simple_baseline``: a direction model must also
+    beat the best past-return baseline (`models/baselines.py`).
+    """
+
+    confidence: float = 0.95
+    require_simple_baseline: bool = True
+    n_boot: int = 1000
     latency_reads: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be at least 100, got {self.n_boot}")
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,35 @@ class PromotionDecision:
     challenger_version: str | None
     champion_version: str | None  # the incumbent before this decision
     metrics: dict[str, float]
+    tests: list[dict[str, Any]] = field(default_factory=list)  # each test's figures, in order
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateTest:
+    """One test of the gate: what the challenger is compared with, and the refusal if it fails."""
+
+    reason: str  # UPPER_SNAKE code of a refusal
+    against: str
+    result: TestResult
+
+    def detail(self) -> str:
+        return f"vs {self.against}: {self.result.detail()}"
+
+    def figures(self) -> dict[str, float]:
+        """``vs_<against>_estimate|bound|p_value`` for the decision's metrics."""
+        key = self.against.split(" ")[0]
+        r = self.result
+        return {
+            f"vs_{key}_estimate": r.estimate,
+            f"vs_{key}_bound": r.bound,
+            f"vs_{key}_p_value": r.p_value,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "against": self.against, **self.result.as_dict()}
 
 
 def _client() -> Any:
@@ -213,6 +259,7 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
     challenger = _alias_version(name, CHALLENGER)
     champion = _alias_version(name, CHAMPION)
     incumbent = str(champion.version) if champion else None
+    tests: list[GateTest] = []
 
     def verdict(
         promoted: bool, reason: str, detail: str, metrics: dict[str, float]
@@ -227,6 +274,7 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
             str(challenger.version) if challenger else None,
             incumbent,
             metrics,
+            [t.as_dict() for t in tests],
         )
 
     if challenger is None:
@@ -238,14 +286,19 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
             False, "ALREADY_CHAMPION", f"version {challenger.version} is already the champion", {}
         )
     tags = challenger.tags
-    if "cv_metrics" not in tags or (
-        "parity_max_abs_err" not in tags and "parity_max_rel_err" not in tags
-    ):
+    if "parity_max_abs_err" not in tags and "parity_max_rel_err" not in tags:
         return verdict(False, "PARITY_UNVERIFIED", "the challenger carries no parity figures", {})
-    cv: dict[str, float] = json.loads(tags["cv_metrics"])
+    spans = EvaluationSpans.from_tags(tags)
+    if spans is None or "selection_metrics" not in tags:
+        return verdict(
+            False,
+            "NO_SELECTION_SPAN",
+            "the challenger was trained before the evaluation protocol: retrain it",
+            {},
+        )
     p50, p99 = measure_latency(f"models:/{name}/{challenger.version}", policy.latency_reads)
     metrics = {
-        **{f"challenger_{k}": float(v) for k, v in cv.items()},
+        **{f"selection_{k}": float(v) for k, v in json.loads(tags["selection_metrics"]).items()},
         "onnx_p50_ms": p50,
         "onnx_p99_ms": p99,
     }
@@ -254,28 +307,7 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
         return verdict(
             False, "LATENCY_BUDGET", f"single-row p99 {p99:.4f} ms, budget {budget} ms", metrics
         )
-
-    higher_is_better = family != "garch"
-    metric = policy.direction_metric if higher_is_better else policy.volatility_metric
-    margin = policy.direction_margin if higher_is_better else policy.volatility_margin
-    ours = float(cv[metric])
-    if champion is None:
-        if higher_is_better:
-            baseline, beats = 0.5, ours > 0.5 + margin
-            what = f"{metric} {ours:.4f} vs naive baseline 0.5 + margin {margin}"
-        else:
-            baseline = float(cv["baseline_qlike"])
-            ours = float(cv["qlike_vs_baseline_rows"])
-            beats = ours < baseline - margin
-            what = f"qlike {ours:.5f} vs rolling-variance baseline {baseline:.5f} - margin {margin}"
-        metrics["baseline"] = baseline
-        if not beats:
-            return verdict(
-                False, "BELOW_BASELINE", what + ": no champion, family stays unavailable", metrics
-            )
-        return verdict(True, "PROMOTED_OVER_BASELINE", what, metrics)
-
-    if tags.get("champion_version_at_train", "") != str(champion.version):
+    if champion is not None and tags.get("champion_version_at_train", "") != str(champion.version):
         return verdict(
             False,
             "STALE_COMPARISON",
@@ -283,18 +315,92 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
             f"the champion is now {champion.version}: retrain to compare on the same folds",
             metrics,
         )
-    replay: dict[str, float] = json.loads(tags.get("champion_replay_metrics", "{}") or "{}")
-    if metric not in replay:
-        return verdict(
-            False,
-            "NO_COMPARISON",
-            f"no {metric} of the champion on the challenger's folds",
-            metrics,
+
+    selection = selection_rows(challenger.run_id)
+    horizon = int(tags.get("label_horizon", "1"))
+    recorded_baseline = json.loads(tags.get("baseline", "{}"))
+    baseline = str(recorded_baseline.get("name", "past return"))
+    # the simple baseline beside the model, whatever the tests conclude
+    key = "qlike" if family == "garch" else "auc"
+    theirs = recorded_baseline.get(SELECTION, {}).get(key)
+    side_by_side = f"selection {key} {metrics.get(f'selection_{key}', math.nan):.5f}" + (
+        f", {baseline} {float(theirs):.5f}" if theirs is not None else ""
+    )
+    if theirs is not None:
+        metrics[f"baseline_selection_{key}"] = float(theirs)
+    for test in gate_tests(family, selection, horizon, policy, champion is not None, baseline):
+        tests.append(test)
+        metrics.update(test.figures())
+        if not test.result.passed:
+            return verdict(
+                False,
+                test.reason,
+                f"{test.detail()} on the selection span ({side_by_side})",
+                metrics,
+            )
+    what = "; ".join(t.detail() for t in tests) + f" ({side_by_side}; span {spans.selection})"
+    return verdict(
+        True, "PROMOTED" if champion is not None else "PROMOTED_OVER_BASELINE", what, metrics
+    )
+
+
+def selection_rows(run_id: str) -> pd.DataFrame:
+    """The out-of-fold predictions of a training run that lie in its selection span."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="oof_predictions.parquet"
+    )
+    oof = pd.read_parquet(path)
+    return oof[oof[SPAN_COLUMN] == SELECTION].reset_index(drop=True)
+
+
+def gate_tests(
+    family: str,
+    selection: pd.DataFrame,
+    horizon: int,
+    policy: PromotionPolicy,
+    has_champion: bool,
+    baseline: str = "past return",
+) -> Iterator[GateTest]:
+    """Each test the challenger must pass, in order, with the reason code of its failure.
+
+    Lazy: the gate stops at the first failure, so later tests are not run for nothing.
+    """
+    if family == "garch":
+
+        def lower_qlike(rows: pd.DataFrame, against: str) -> TestResult:
+            times = np.unique(rows["ts"].to_numpy(), return_inverse=True)[1]
+            return diebold_mariano_test(
+                qlike_losses(rows, "forecast_var"),
+                qlike_losses(rows, against),
+                horizon=1,
+                confidence=policy.confidence,
+                groups=times,
+            )
+
+        usable = selection[selection["baseline_var"].notna() & (selection["baseline_var"] > 0)]
+        yield GateTest("BELOW_BASELINE", "rolling_variance", lower_qlike(usable, "baseline_var"))
+        if has_champion:
+            yield GateTest("NOT_BETTER", "champion", lower_qlike(selection, "champion_var"))
+        return
+    y = selection["label_up"].to_numpy()
+    times = np.unique(selection["decision_ts"].to_numpy(), return_inverse=True)[1]
+    compare = functools.partial(
+        auc_difference_test,
+        y,
+        selection["p_up"].to_numpy(),
+        groups=times,
+        horizon=horizon,
+        n_boot=policy.n_boot,
+        confidence=policy.confidence,
+    )
+    yield GateTest("BELOW_BASELINE", "no_skill", compare(None))
+    if policy.require_simple_baseline:
+        yield GateTest(
+            "BELOW_SIMPLE_BASELINE",
+            f"simple_baseline ({baseline})",
+            compare(selection["p_baseline"].to_numpy()),
         )
-    theirs = float(replay[metric])
-    metrics[f"champion_{metric}"] = theirs
-    beats = ours > theirs + margin if higher_is_better else ours < theirs - margin
-    what = f"{metric} {ours:.5f} vs champion {theirs:.5f} on the same folds (margin {margin})"
-    if not beats:
-        return verdict(False, "NOT_BETTER", what, metrics)
-    return verdict(True, "PROMOTED", what, metrics)
+    if has_champion:
+        yield GateTest("NOT_BETTER", "champion", compare(selection["p_champion"].to_numpy()))

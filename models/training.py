@@ -20,27 +20,59 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
+from models.calibration import (
+    MIN_CALIBRATION_ROWS,
+    CalibratedModel,
+    CalibrationMethod,
+    Calibrator,
+    fit_calibrator,
+    split_calibration_tail,
+)
 from models.cv import Fold, purged_walk_forward
 from models.data import direction_dataset, symbol_returns
-from models.garch import GarchConfig, GarchModel
-from models.garch_family import evaluate_garch, garch_multi_onnx, garch_multi_parity
+from models.evaluation import CalibratedFold, DirectionEvaluation, evaluate_direction, split_folds
+from models.garch import GarchConfig, GarchFit, GarchModel, GarchState, filter_variance
+from models.garch_family import (
+    BASELINE_WINDOW,
+    evaluate_garch,
+    garch_multi_onnx,
+    garch_multi_parity,
+    variance_forecast_metrics,
+)
 from models.lstm import LstmConfig, LstmDirectionModel
-from models.metrics import direction_metrics
-from models.onnx_parity import check_direction_parity, onnx_latency
-from models.protocol import DirectionDataset, DirectionModel
+from models.onnx_parity import DIRECTION_PARITY_TOLERANCE, check_direction_parity, onnx_latency
+from models.protocol import DirectionDataset, DirectionModel, IndexArray
 from models.registry import champion_config, register_version
+from models.spans import (
+    REPORTED,
+    SELECTION,
+    SPAN_COLUMN,
+    SPAN_NAMES,
+    EvaluationSpans,
+    find_reported_start,
+    label_spans,
+    span_text,
+)
 from models.tracking import EXPERIMENTS, config_hash, ensure_experiment, git_commit, use_home
 from models.xgb import XgbConfig, XgbDirectionModel
 from sextant.errors import ConfigError, DataValidationError
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
-__all__ = ["CvConfig", "FamilyReport", "TrainConfig", "train_models"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "CvConfig",
+    "FamilyReport",
+    "TrainConfig",
+    "span_rows",
+    "table_rows",
+    "train_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +89,11 @@ class CvConfig:
     embargo_bars: int = 4  # must be >= the label horizon
     window: str = "expanding"
     max_train_bars: int | None = None
+    # the evaluation protocol (docs/models.md): each fold's calibration tail, and the later part of
+    # the out-of-fold decisions that is reported and takes part in no choice
+    calibration_fraction: float = 0.2
+    calibration_method: CalibrationMethod = "platt"
+    reported_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,11 @@ class TrainConfig:
     garch: GarchConfig = field(default_factory=GarchConfig)
 
     def __post_init__(self) -> None:
+        if self.cv.calibration_method not in get_args(CalibrationMethod):
+            raise ConfigError(
+                f"unknown calibration method {self.cv.calibration_method!r}; "
+                f"known: {', '.join(get_args(CalibrationMethod))}"
+            )
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
             raise ConfigError(f"unknown model families {unknown}; known: {', '.join(FAMILIES)}")
@@ -109,9 +151,54 @@ class FamilyReport:
     model_version: str | None
     data_range: tuple[str, str]
     seconds: float
+    spans: dict[str, str] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)  # name and its per-span metrics
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# the columns of the train table: every row has all of them, "-" where a family has no such figure
+TABLE_COLUMNS = (
+    "family",
+    "version",
+    "span",
+    "auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "qlike",
+    "var99_exceedance_rate",
+    "baseline",
+    "baseline_auc",
+    "baseline_qlike",
+)
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A family report (``FamilyReport.to_json()``) as one row per span: model and baseline figures."""
+    metrics, baseline = report["metrics"], report["baseline"]
+    rows = []
+    for span in (SELECTION, REPORTED):
+        row: dict[str, Any] = {
+            "family": report["family"],
+            "version": report["model_version"],
+            "span": span,
+            "baseline": baseline.get("name"),
+        }
+        for key in TABLE_COLUMNS[3:9]:
+            value = metrics.get(f"{span}_{key}")
+            row[key] = None if value is None else round(float(value), 5)
+        for key in ("auc", "qlike"):
+            value = baseline.get(span, {}).get(key)
+            row[f"baseline_{key}"] = None if value is None else round(float(value), 5)
+        rows.append(row)
+    return rows
+
+
+def span_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per family: its four spans (docs/models.md, "Evaluation protocol")."""
+    return [{"family": r["family"], **{k: r["spans"].get(k) for k in SPAN_NAMES}} for r in reports]
 
 
 # --- direction families ------------------------------------------------------------------------
@@ -145,49 +232,17 @@ def _direction_folds(data: DirectionDataset, config: TrainConfig, bar: pd.Timede
     )
 
 
-def _check_folds(family: str, data: DirectionDataset, folds: list[Fold]) -> None:
+def _check_folds(family: str, data: DirectionDataset, folds: list[CalibratedFold]) -> None:
     """Bad input fails before any fitting, naming the family, the period and the problem."""
     for fold in folds:
-        classes = np.unique(data.y[fold.train])
-        if len(classes) < 2:
-            raise DataValidationError(
-                f"{family}: fold {fold.index} ({fold.train_start} .. {fold.train_end}) has a single label class "
-                f"{classes.tolist()} in its training rows"
-            )
-
-
-def cross_validate(
-    family: str,
-    data: DirectionDataset,
-    folds: list[Fold],
-    make_model: Callable[[], DirectionModel],
-) -> tuple[pd.DataFrame, list[dict[str, float]], dict[str, float]]:
-    """Out-of-fold P(up) for every test row, per-fold metrics and pooled metrics."""
-    parts = []
-    fold_metrics = []
-    for fold in folds:
-        model = make_model()
-        model.fit(data, fold.train)
-        p_up = model.predict_proba(data, fold.test)
-        fold_metrics.append(direction_metrics(data.y[fold.test], p_up, data.fwd_return[fold.test]))
-        parts.append(
-            pd.DataFrame(
-                {
-                    "symbol": data.symbols[fold.test],
-                    "decision_ts": data.decision_ts.iloc[fold.test].to_numpy(),
-                    "fold": fold.index,
-                    "p_up": p_up,
-                    "label_up": data.y[fold.test],
-                    "fwd_log_return": data.fwd_return[fold.test],
-                }
-            )
-        )
-        log.info("%s fold %d: auc %.4f", family, fold.index, fold_metrics[-1]["auc"])
-    oof = pd.concat(parts, ignore_index=True)
-    pooled = direction_metrics(
-        oof["label_up"].to_numpy(), oof["p_up"].to_numpy(), oof["fwd_log_return"].to_numpy()
-    )
-    return oof, fold_metrics, pooled
+        for part, rows in (("fit", fold.fit), ("calibration", fold.calibration)):
+            classes = np.unique(data.y[rows])
+            if len(classes) < 2:
+                times = data.decision_ts.iloc[rows]
+                raise DataValidationError(
+                    f"{family}: fold {fold.index} ({times.min()} .. {times.max()}) has a single label class "
+                    f"{classes.tolist()} in its {part} rows"
+                )
 
 
 # --- orchestration -----------------------------------------------------------------------------
@@ -264,6 +319,7 @@ def _train_direction(
     import mlflow
 
     service = SERVICES[family]
+    cv = config.cv
     data = direction_dataset(
         settings,
         service,
@@ -272,13 +328,12 @@ def _train_direction(
         end=config.end,
         horizon=config.horizon,
     )
-    with _context(
-        family, config.symbols, (str(data.decision_ts.min()), str(data.decision_ts.max()))
-    ):
-        folds = _direction_folds(data, config, bar)
-        _check_folds(family, data, folds)
-    family_config = _family_config(family, config)
     data_range = (str(data.decision_ts.min()), str(data.decision_ts.max()))
+    with _context(family, config.symbols, data_range):
+        folds = _direction_folds(data, config, bar)
+        calibrated_folds = split_folds(data, folds, cv.calibration_fraction, MIN_CALIBRATION_ROWS)
+        _check_folds(family, data, calibrated_folds)
+    family_config = _family_config(family, config)
     mlflow.log_params(
         {
             "family": family,
@@ -299,34 +354,54 @@ def _train_direction(
     mlflow.log_dict({"feature_service": service, "features": list(data.features)}, "features.json")
     mlflow.log_dict(asdict(family_config), "family_config.json")
 
-    oof, fold_metrics, pooled = cross_validate(
-        family, data, folds, lambda: _direction_model(family, config)
-    )
-    for fold_index, metrics in enumerate(fold_metrics):
-        mlflow.log_metrics(
-            {f"fold_{k}": v for k, v in metrics.items() if np.isfinite(v)}, step=fold_index
-        )
-    mlflow.log_metrics({f"cv_{k}": v for k, v in pooled.items() if np.isfinite(v)})
-    replay = _champion_replay(settings, family, family_config, data, folds, pooled, config)
-    mlflow.log_metrics({f"champion_replay_{k}": v for k, v in replay.items() if np.isfinite(v)})
-    _log_frame(oof, "oof_predictions.parquet")
+    def make_model() -> DirectionModel:
+        return _direction_model(family, config)
 
-    final = _direction_model(family, config)
-    all_rows = np.arange(len(data.y), dtype=np.intp)
-    final.fit(data, all_rows)
-    proto = final.to_onnx()
-    held_out = folds[-1].test[-min(500, len(folds[-1].test)) :]
-    parity = check_direction_parity(final, data, held_out)
+    incumbent = champion_config(family)
+    make_champion: Callable[[], DirectionModel] | None = None
+    if incumbent is not None:
+        same = config_hash(incumbent) == config_hash(asdict(family_config))
+        make_champion = (
+            make_model if same else functools.partial(_direction_model, family, config, incumbent)
+        )
+    with _context(family, config.symbols, data_range):
+        evaluation = evaluate_direction(
+            family,
+            data,
+            calibrated_folds,
+            make_model,
+            make_champion=make_champion,
+            calibration_method=cv.calibration_method,
+            reported_fraction=cv.reported_fraction,
+        )
+    _log_direction_evaluation(evaluation)
+
+    final, calibrator, calibration_rows = _fit_final(family, config, data)
+    served = CalibratedModel(final, calibrator)
+    proto = served.to_onnx()
+    # parity on rows the model was not fitted on (the final calibration tail)
+    held_out = calibration_rows[-min(500, len(calibration_rows)) :]
+    raw_parity = check_direction_parity(final, data, held_out)
+    mlflow.log_metrics({"parity_raw_max_abs_err": raw_parity.max_abs_err})
+    raw_parity.raise_for_failure()
+    # the calibrator's steepest step magnifies the raw graph's float32 rounding, and no more
+    tolerance = DIRECTION_PARITY_TOLERANCE + calibrator.max_slope * raw_parity.max_abs_err
+    parity = check_direction_parity(served, data, held_out, tolerance, model_proto=proto)
     mlflow.log_metrics({"parity_max_abs_err": parity.max_abs_err})
     parity.raise_for_failure()
-    one_row = final.onnx_inputs(data, held_out[-1:])
+    one_row = served.onnx_inputs(data, held_out[-1:])
     p50, p99 = onnx_latency(proto, one_row)
     mlflow.log_metrics({"onnx_p50_ms": p50, "onnx_p99_ms": p99})
     mlflow.log_params(
         {f"final.{k}": v for k, v in final.params().items() if not isinstance(v, (dict, list))}
     )
-    _log_plots_direction(family, final, oof)
+    _log_plots_direction(family, final, evaluation.oof)
 
+    baseline = {
+        "name": evaluation.baseline.name,
+        "candidates_selection_auc": evaluation.baseline_candidates,
+        **{span: values for span, values in evaluation.baseline_metrics.items()},
+    }
     version = register_version(
         family=family,
         run_id=run_id,
@@ -339,44 +414,75 @@ def _train_direction(
             "config_hash": config_hash(family_config),
             "family_config": json.dumps(asdict(family_config), default=str),
             "folds_hash": _folds_hash(data, folds),
+            "label_horizon": str(config.horizon),
             "git_commit": git_commit(),
             "parity_max_abs_err": f"{parity.max_abs_err:.3g}",
             "onnx_p99_ms": f"{p99:.4f}",
-            "cv_metrics": json.dumps(pooled),
-            "champion_replay_metrics": json.dumps(replay),
+            "selection_metrics": json.dumps(evaluation.metrics[SELECTION]),
+            "reported_metrics": json.dumps(evaluation.metrics[REPORTED]),
+            "baseline": json.dumps(baseline),
+            "calibration": json.dumps(calibrator.to_dict()),
+            "champion_replay_metrics": json.dumps(evaluation.champion_metrics.get(SELECTION, {})),
+            **evaluation.spans.tags(),
         },
     )
     return FamilyReport(
         family=family,
         run_id=run_id,
-        metrics={k: float(v) for k, v in pooled.items()},
+        metrics=evaluation.flat_metrics(),
         parity={"max_abs_err": parity.max_abs_err, "n": parity.n, "passed": parity.passed},
         latency_ms={"p50": p50, "p99": p99},
         model_version=version,
         data_range=data_range,
         seconds=0.0,
+        spans=evaluation.spans.to_json(),
+        baseline=baseline,
     )
 
 
-def _champion_replay(
-    settings: Settings,
-    family: str,
-    family_config: Any,
-    data: DirectionDataset,
-    folds: list[Fold],
-    pooled: dict[str, float],
-    config: TrainConfig,
-) -> dict[str, float]:
-    """The live champion's configuration scored on these folds; {} when there is no champion."""
-    incumbent = champion_config(family)
-    if incumbent is None:
-        return {}
-    if config_hash(incumbent) == config_hash(asdict(family_config)):
-        return dict(pooled)  # same configuration, same seed, same folds: the same numbers
-    _, _, replayed = cross_validate(
-        family, data, folds, lambda: _direction_model(family, config, incumbent)
+def _log_direction_evaluation(evaluation: DirectionEvaluation) -> None:
+    """Per-fold and per-span metrics, the baseline, the spans and the OOF predictions."""
+    import mlflow
+
+    for fold_index, metrics in enumerate(evaluation.fold_metrics):
+        mlflow.log_metrics(
+            {f"fold_{k}": v for k, v in metrics.items() if np.isfinite(v)}, step=fold_index
+        )
+    mlflow.log_metrics({k: v for k, v in evaluation.flat_metrics().items() if np.isfinite(v)})
+    mlflow.log_metrics(
+        {
+            f"baseline_candidate_{k}_selection_auc": v
+            for k, v in evaluation.baseline_candidates.items()
+        }
     )
-    return replayed
+    mlflow.log_params(
+        {
+            "baseline": evaluation.baseline.name,
+            "baseline_candidates": len(evaluation.baseline_candidates),
+        }
+    )
+    mlflow.set_tags(evaluation.spans.tags())
+    _log_frame(evaluation.oof, "oof_predictions.parquet")
+
+
+def _fit_final(
+    family: str, config: TrainConfig, data: DirectionDataset
+) -> tuple[DirectionModel, Calibrator, IndexArray]:
+    """The served model: fitted on every row but the latest tail, calibrated on that tail."""
+    all_rows = np.arange(len(data.y), dtype=np.intp)
+    order = np.argsort(data.decision_ts.to_numpy(), kind="stable").astype(np.intp)
+    fit_rows, calibration_rows = split_calibration_tail(
+        all_rows[order], data.decision_ts, data.label_end_ts, config.cv.calibration_fraction
+    )
+    final = _direction_model(family, config)
+    final.fit(data, np.sort(fit_rows))
+    calibration_rows = np.sort(calibration_rows)
+    calibrator = fit_calibrator(
+        final.predict_proba(data, calibration_rows),
+        data.y[calibration_rows],
+        config.cv.calibration_method,
+    )
+    return final, calibrator, calibration_rows
 
 
 def _folds_hash(data: DirectionDataset, folds: Sequence[Fold]) -> str:
@@ -424,15 +530,19 @@ def _log_plots_direction(family: str, model: DirectionModel, oof: pd.DataFrame) 
     mlflow.log_figure(fig, "plots/roc.png")
     plt.close(fig)
 
-    table = calibration_table(oof["label_up"].to_numpy(), oof["p_up"].to_numpy())
+    # the reliability plot of the reported span: raw and calibrated probabilities
+    reported = oof[oof[SPAN_COLUMN] == REPORTED]
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(table["mean_p"], table["frac_up"], marker="o")
+    for column, label in (("p_raw", "raw"), ("p_up", "calibrated")):
+        table = calibration_table(reported["label_up"].to_numpy(), reported[column].to_numpy())
+        ax.plot(table["mean_p"], table["frac_up"], marker="o", label=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(
         xlabel="mean predicted P(up)",
         ylabel="observed frequency of up",
-        title=f"{family} calibration",
+        title=f"{family} reliability (reported span)",
     )
+    ax.legend(loc="upper left")
     mlflow.log_figure(fig, "plots/calibration.png")
     plt.close(fig)
 
@@ -488,29 +598,50 @@ def _train_garch(
     )
     with _context("garch", config.symbols, data_range):
         evaluation = evaluate(config.garch)
+        oof = evaluation.oof
+        start = find_reported_start(oof["ts"], cv.reported_fraction)
+        # a row's outcome, the squared return at ts, is taken as known one bar later (as in the CV)
+        oof[SPAN_COLUMN] = label_spans(oof["ts"], oof["ts"] + bar, start)
+        spans = EvaluationSpans.build(evaluation.fit_ts, pd.Series([], dtype=object), oof, "ts")
+    incumbent = champion_config("garch")
+    if incumbent is not None:
+        same = config_hash(incumbent) == config_hash(asdict(config.garch))
+        replayed = evaluation if same else evaluate(GarchConfig(**incumbent))
+        oof["champion_var"] = replayed.oof["forecast_var"].to_numpy()
+    per_span = {
+        span: variance_forecast_metrics(oof[oof[SPAN_COLUMN] == span])
+        for span in (SELECTION, REPORTED)
+    }
+    replay = (
+        {
+            span: variance_forecast_metrics(
+                oof[oof[SPAN_COLUMN] == span].assign(forecast_var=lambda f: f["champion_var"])
+            )
+            for span in (SELECTION, REPORTED)
+        }
+        if "champion_var" in oof
+        else {}
+    )
     for fold_index, metrics in enumerate(evaluation.fold_metrics):
         mlflow.log_metrics(
             {f"fold_{k}": v for k, v in metrics.items() if np.isfinite(v)}, step=fold_index
         )
-    mlflow.log_metrics({f"cv_{k}": v for k, v in evaluation.metrics.items() if np.isfinite(v)})
-    _log_frame(evaluation.oof, "oof_predictions.parquet")
-    incumbent = champion_config("garch")
-    if incumbent is None:
-        replay: dict[str, float] = {}
-    elif config_hash(incumbent) == config_hash(asdict(config.garch)):
-        replay = dict(evaluation.metrics)
-    else:
-        replay = evaluate(GarchConfig(**incumbent)).metrics
-    mlflow.log_metrics({f"champion_replay_{k}": v for k, v in replay.items() if np.isfinite(v)})
+    flat = {
+        f"{prefix}{span}_{k}": float(v)
+        for prefix, table in (("", per_span), ("champion_", replay))
+        for span, values in table.items()
+        for k, v in values.items()
+    }
+    mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
+    mlflow.set_tags(spans.tags())
+    _log_frame(oof, "oof_predictions.parquet")
 
-    # parity sample: each symbol's last returns, the recursion continued from the fit's final state
-    holdout = max(50, min(500, min(len(s) for s in returns.values()) // 10))
-    fits = {s: GarchModel(config.garch).fit(series, origin=s) for s, series in returns.items()}
-    samples = {s: series.iloc[-holdout:] for s, series in returns.items()}
+    fits, samples = _fit_garch_final(config.garch, returns)
     proto = garch_multi_onnx(fits)
     final_parity = garch_multi_parity(proto, fits, samples)
     mlflow.log_metrics({"parity_max_rel_err": final_parity.max_rel_err})
     final_parity.raise_for_failure()
+    fits = {s: _advance(fit, samples[s]) for s, fit in fits.items()}
     first = sorted(fits)[0]
     one_row = {
         "symbol_index": np.zeros((1, 1), dtype=np.int64),
@@ -521,7 +652,11 @@ def _train_garch(
     mlflow.log_metrics({"onnx_p50_ms": p50, "onnx_p99_ms": p99})
     for symbol, fit in fits.items():
         mlflow.log_params({f"{symbol}.{k}": round(v, 10) for k, v in fit.params.as_dict().items()})
-    _log_plot_var(evaluation.oof)
+    _log_plot_var(oof)
+    baseline = {
+        "name": f"rolling_variance_{BASELINE_WINDOW}",
+        **{span: {"qlike": values["baseline_qlike"]} for span, values in per_span.items()},
+    }
     version = register_version(
         family="garch",
         run_id=run_id,
@@ -535,16 +670,23 @@ def _train_garch(
             "family_config": json.dumps(asdict(config.garch), default=str),
             "git_commit": git_commit(),
             "parity_max_rel_err": f"{final_parity.max_rel_err:.3g}",
+            "parity_sample": json.dumps(
+                {s: span_text(r.index.min(), r.index.max()) for s, r in samples.items()}
+            ),
+            "fit_range": json.dumps({s: span_text(f.start, f.end) for s, f in fits.items()}),
             "onnx_p99_ms": f"{p99:.4f}",
-            "cv_metrics": json.dumps(evaluation.metrics),
+            "selection_metrics": json.dumps(per_span[SELECTION]),
+            "reported_metrics": json.dumps(per_span[REPORTED]),
+            "baseline": json.dumps(baseline),
             "final_state": json.dumps({s: asdict(f.final_state) for s, f in fits.items()}),
-            "champion_replay_metrics": json.dumps(replay),
+            "champion_replay_metrics": json.dumps(replay.get(SELECTION, {})),
+            **spans.tags(),
         },
     )
     return FamilyReport(
         family="garch",
         run_id=run_id,
-        metrics=evaluation.metrics,
+        metrics=flat,
         parity={
             "max_rel_err": final_parity.max_rel_err,
             "n": final_parity.n,
@@ -554,7 +696,31 @@ def _train_garch(
         model_version=version,
         data_range=data_range,
         seconds=0.0,
+        spans=spans.to_json(),
+        baseline=baseline,
     )
+
+
+def _fit_garch_final(
+    config: GarchConfig, returns: dict[str, pd.Series]
+) -> tuple[dict[str, GarchFit], dict[str, pd.Series]]:
+    """Per symbol: a fit on every return but the latest ones, and those latest ones (parity sample).
+
+    The parity sample is out of sample: the recursion continues from the fit's final state over
+    returns the fit never saw, as serving will.
+    """
+    holdout = max(50, min(500, min(len(s) for s in returns.values()) // 10))
+    fits = {
+        s: GarchModel(config).fit(series.iloc[:-holdout], origin=s) for s, series in returns.items()
+    }
+    return fits, {s: series.iloc[-holdout:] for s, series in returns.items()}
+
+
+def _advance(fit: GarchFit, returns: pd.Series) -> GarchFit:
+    """The fit with its state carried through ``returns`` (what serving starts from)."""
+    variances = filter_variance(fit.params, returns, state=fit.final_state)
+    state = GarchState(float(returns.iloc[-1]), float(variances[-1]))
+    return replace(fit, final_state=state)
 
 
 def _log_plot_var(oof: pd.DataFrame) -> None:

@@ -321,36 +321,13 @@ def train(
     if as_json:
         _emit_json(payload)
         return
+    from models.spans import SPAN_NAMES
+    from models.training import TABLE_COLUMNS, span_rows, table_rows
     from sextant.cli.render import print_table
 
-    rows = [
-        {
-            "family": r.family,
-            "version": r.model_version,
-            "run_id": r.run_id,
-            **{
-                k: r.metrics[k]
-                for k in ("auc", "log_loss", "ic", "qlike", "var99_exceedance_rate")
-                if k in r.metrics
-            },
-            "onnx_p99_ms": r.latency_ms["p99"],
-            "seconds": round(r.seconds, 1),
-        }
-        for r in reports
-    ]
-    columns = [
-        "family",
-        "version",
-        "run_id",
-        "auc",
-        "log_loss",
-        "ic",
-        "qlike",
-        "var99_exceedance_rate",
-        "onnx_p99_ms",
-        "seconds",
-    ]
-    print_table("train (out-of-fold metrics)", rows, columns)
+    print_table("evaluation spans", span_rows(payload["models"]), ["family", *SPAN_NAMES])
+    rows = [row for report in payload["models"] for row in table_rows(report)]
+    print_table("train (out-of-fold, calibrated; per span)", rows, list(TABLE_COLUMNS))
 
 
 @app.command()
@@ -358,10 +335,13 @@ def promote(
     models: Annotated[
         str, typer.Option("--models", help="Comma-separated families.")
     ] = "garch,xgb,lstm",
-    metric: Annotated[
-        str, typer.Option(help="Direction metric that decides (higher is better).")
-    ] = "auc",
-    margin: Annotated[float, typer.Option(help="How much the challenger must win by.")] = 0.002,
+    confidence: Annotated[
+        float, typer.Option(help="Level of the gate's one-sided tests on the selection span.")
+    ] = 0.95,
+    require_baseline: Annotated[
+        bool,
+        typer.Option(help="A direction model must also beat the simple past-return baseline."),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Move `champion` to each challenger that passes the gate; every decision goes to the ledger."""
@@ -375,7 +355,7 @@ def promote(
     decisions = run_gate(
         settings.paths.home,
         families,
-        PromotionPolicy(direction_metric=metric, direction_margin=margin),
+        PromotionPolicy(confidence=confidence, require_simple_baseline=require_baseline),
     )
     payload = {"decisions": [d.to_json() for d in decisions]}
     if as_json:
@@ -441,6 +421,10 @@ def backtest(
         f"backtest, reported period {list(report.periods.values())[-1]}", rows, ["strategy", *keys]
     )
     typer.echo(f"chosen on the selection period: {report.chosen}; report: {report.report_html}")
+    typer.echo(
+        f"deflated Sharpe ratio trials: {report.trial_count['n_trials']} "
+        f"({report.trial_count}); families without a champion: {', '.join(report.absent) or 'none'}"
+    )
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -87,10 +88,38 @@ def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None
     views = summary["features materialize"]
     assert {v["view"] for v in views} == {*FEATURE_VIEWS.values(), *SERVICE_VECTOR_VIEWS.values()}
     assert all(v["rows"] > 17_000 for v in views)
-    assert {r["family"] for r in summary["train"]} == {"garch", "xgb", "lstm"}
-    assert all(r["version"] == "1" for r in summary["train"])
-    assert {d["family"] for d in summary["promote"]} == {"garch", "xgb", "lstm"}
+
+    def table(prefix: str) -> list[dict[str, Any]]:
+        return next(rows for key, rows in summary.items() if key.startswith(prefix))
+
+    spans = table("evaluation spans")
+    assert {r["family"] for r in spans} == {"garch", "xgb", "lstm"}
+    assert all(r["selection"] < r["reported"] for r in spans)
+    train = table("train (out-of-fold")
+    assert [(r["family"], r["span"]) for r in train if r["family"] == "xgb"] == [
+        ("xgb", "selection"),
+        ("xgb", "reported"),
+    ]
+    # every direction row has its AUC and its baseline's (the old table printed "-" for them)
+    assert all(
+        r["auc"] is not None and r["baseline_auc"] is not None
+        for r in train
+        if r["family"] != "garch"
+    )
+    assert all(
+        r["qlike"] is not None and r["baseline_qlike"] is not None
+        for r in train
+        if r["family"] == "garch"
+    )
+    assert all(r["version"] == "1" for r in table("train (ONNX)"))
+    promotions = table("promote")
+    assert {d["family"] for d in promotions} == {"garch", "xgb", "lstm"}
+    assert all("estimate=" in d["detail"] for d in promotions if d["reason"] != "LATENCY_BUDGET")
     (report,) = summary["backtest report"]
-    assert Path(report["html"]).is_file()
-    backtest = next(rows for key, rows in summary.items() if key.startswith("backtest (reported"))
-    assert [r["strategy"] for r in backtest] == ["buy_and_hold", "ta_only", "ml_only", "fused"]
+    assert Path(report["html"]).is_file() and report["dsr_trials"] > 0
+    backtest = table("backtest (reported")
+    promoted = {d["family"] for d in promotions if d["promoted"]}
+    expected = ["buy_and_hold", "ta_only"]
+    if promoted & {"xgb", "lstm"}:
+        expected += ["ml_only", "fused"]
+    assert [r["strategy"] for r in backtest] == [*expected, "simple_baseline"]
