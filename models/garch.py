@@ -238,6 +238,10 @@ class GarchModel:
 
 
 _SLSQP_LINESEARCH_STALL = 8  # "Positive directional derivative for linesearch"
+# how far past the integrated boundary (alpha + beta + gamma / 2 = 1) a stalled fit may stop: BTC
+# hourly returns of 2022-2023 without the returns that span candle gaps stalled at 1.0001017
+# (make bench, fold 3); a one-step forecast is unaffected by a persistence that close to 1
+PERSISTENCE_TOLERANCE = 1e-3
 
 
 def _stalled_at_admissible_optimum(result: Any, cfg: GarchConfig) -> bool:
@@ -255,7 +259,7 @@ def _stalled_at_admissible_optimum(result: Any, cfg: GarchConfig) -> bool:
     admissible = (
         omega > 0
         and min(alpha, beta, gamma) >= 0
-        and alpha + beta + gamma / 2 <= 1 + 1e-4
+        and alpha + beta + gamma / 2 <= 1 + PERSISTENCE_TOLERANCE
         and nu_ok
     )
     if admissible:

@@ -201,3 +201,29 @@ def test_a_fit_that_does_not_converge_is_unavailable(monkeypatch: pytest.MonkeyP
 
     with pytest.raises(ModelUnavailableError, match=r"did not converge on 1000 returns.*ETH/USDT"):
         GarchModel().fit(simulate_garch(TRUE_T, 1_000, seed=4), origin="ETH/USDT")
+
+
+class _Stopped:
+    """What `_stalled_at_admissible_optimum` reads of an arch result."""
+
+    def __init__(self, flag: int, **params: float) -> None:
+        self.convergence_flag = flag
+        self.params = pd.Series(params)
+
+
+@pytest.mark.parametrize(
+    ("flag", "alpha", "beta", "nu", "accepted"),
+    [
+        (8, 0.0984447, 0.901658, 3.02, True),  # the stall make bench met: persistence 1.0001017
+        (8, 0.10, 0.91, 5.0, False),  # persistence 1.01: explosive, refused
+        (8, 0.05, 0.90, 2.0, False),  # Student t without a finite variance
+        (9, 0.05, 0.90, 5.0, False),  # any other optimizer failure
+    ],
+)
+def test_only_an_admissible_linesearch_stall_is_accepted(
+    flag: int, alpha: float, beta: float, nu: float, accepted: bool
+) -> None:
+    from models.garch import _stalled_at_admissible_optimum
+
+    stopped = _Stopped(flag, mu=0.0, omega=0.003, **{"alpha[1]": alpha, "beta[1]": beta}, nu=nu)
+    assert _stalled_at_admissible_optimum(stopped, GarchConfig()) is accepted
