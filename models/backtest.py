@@ -400,48 +400,13 @@ def run_backtest_study(
         "fuser_settings": len(grid) if has_ml else 0,
         "n_trials": n_trials,
     }
-    notes = [
-        f"Models (champions only): {', '.join(f'{k} {v}' for k, v in sources.versions.items()) or 'none'}; "
-        f"predictions are out-of-fold only.",
-        *(
-            f"{family}: no champion, so it is absent here as in the live path"
-            + (" (no volatility forecast: no position is sized)" if family == "garch" else "")
-            + "."
-            for family in sources.absent
-        ),
-        *(
-            f"{family} calibration on its reported span: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
-            + "."
-            for family, figures in sources.calibration.items()
-        ),
-        f"Simple baseline strategy: {sources.baseline}, traded ML-only with the chosen settings.",
-        f"Fuser settings tried on the selection period: {len(trials)}; chosen: mode {chosen['mode']}, "
-        f"entry threshold {chosen['entry_threshold']} (selection Sharpe {max(t['sharpe'] for t in trials):.3f})."
-        if has_ml
-        else "No direction champion: the ML-only and fused strategies are not run and no fuser "
-        "setting is chosen; the simple baseline is the primary strategy.",
-        f"Deflated Sharpe ratio trials: {n_trials} = ({trial_count['direction_model_candidates']} direction "
-        f"model candidates + {trial_count['baseline_candidates']} baseline candidates) x {len(grid)} fuser settings."
-        if has_ml
-        else f"Deflated Sharpe ratio trials of the simple baseline: its {n_trials} candidates.",
-        "Decisions at bar close, fills at the next bar's open; taker/maker fees, volatility- and size-dependent "
-        "slippage, perpetual funding at settlements, stops before targets when both touch in one bar.",
-    ]
     rejections = results[primary].rejections
     binding = {
         name: result.size_binding_counts()
         for name, result in results.items()
         if name != "buy_and_hold"
     }
-    notes.append(
-        "Which sizing cap set the entry size (decisions with a direction): "
-        + "; ".join(
-            f"{name} " + ", ".join(f"{cap} {count}" for cap, count in counts.items())
-            for name, counts in binding.items()
-        )
-        + "."
-    )
+    notes = _study_notes(sources, trials, chosen, trial_count, binding)
     study_id = uuid.uuid4().hex[:12]
     out_dir = settings.paths.reports_dir / f"backtest-{study_id}"
     paths: ReportPaths = write_report(
@@ -485,6 +450,65 @@ def run_backtest_study(
         absent=list(sources.absent),
         size_binding=binding,
     )
+
+
+def _study_notes(
+    sources: BacktestSources,
+    trials: list[dict[str, Any]],
+    chosen: dict[str, Any],
+    trial_count: dict[str, int],
+    binding: dict[str, dict[str, int]],
+) -> list[str]:
+    """The report's notes: sources and absent families, calibration, choices, trials, sizing."""
+    if trials:
+        best = max(t["sharpe"] for t in trials)
+        choice = (
+            f"Fuser settings tried on the selection period: {len(trials)}; chosen: mode "
+            f"{chosen['mode']}, entry threshold {chosen['entry_threshold']} (selection Sharpe {best:.3f})."
+        )
+        counted = (
+            f"Deflated Sharpe ratio trials: {trial_count['n_trials']} = "
+            f"({trial_count['direction_model_candidates']} direction model candidates + "
+            f"{trial_count['baseline_candidates']} baseline candidates) x "
+            f"{trial_count['fuser_settings']} fuser settings."
+        )
+    else:
+        choice = (
+            "No direction champion: the ML-only and fused strategies are not run and no fuser "
+            "setting is chosen; the simple baseline is the primary strategy."
+        )
+        counted = (
+            f"Deflated Sharpe ratio trials of the simple baseline: its {trial_count['n_trials']} "
+            "candidates."
+        )
+    versions = ", ".join(f"{k} {v}" for k, v in sources.versions.items()) or "none"
+    return [
+        f"Models (champions only): {versions}; predictions are out-of-fold only.",
+        *(
+            f"{family}: no champion, so it is absent here as in the live path"
+            + (" (no volatility forecast: no position is sized)" if family == "garch" else "")
+            + "."
+            for family in sources.absent
+        ),
+        *(
+            f"{family} calibration on its reported span: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            + "."
+            for family, figures in sources.calibration.items()
+        ),
+        f"Simple baseline strategy: {sources.baseline}, traded ML-only with the chosen settings.",
+        choice,
+        counted,
+        "Decisions at bar close, fills at the next bar's open; taker/maker fees, volatility- and "
+        "size-dependent slippage, perpetual funding at settlements, stops before targets when both "
+        "touch in one bar.",
+        "Which sizing cap set the entry size (decisions with a direction): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{cap} {count}" for cap, count in counts.items())
+            for name, counts in binding.items()
+        )
+        + ".",
+    ]
 
 
 def _select_fuser(

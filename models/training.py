@@ -469,14 +469,14 @@ def _fit_final(
     family: str, config: TrainConfig, data: DirectionDataset
 ) -> tuple[DirectionModel, Calibrator, IndexArray]:
     """The served model: fitted on every row but the latest tail, calibrated on that tail."""
-    all_rows = np.arange(len(data.y), dtype=np.intp)
-    order = np.argsort(data.decision_ts.to_numpy(), kind="stable").astype(np.intp)
     fit_rows, calibration_rows = split_calibration_tail(
-        all_rows[order], data.decision_ts, data.label_end_ts, config.cv.calibration_fraction
+        np.arange(len(data.y), dtype=np.intp),
+        data.decision_ts,
+        data.label_end_ts,
+        config.cv.calibration_fraction,
     )
     final = _direction_model(family, config)
-    final.fit(data, np.sort(fit_rows))
-    calibration_rows = np.sort(calibration_rows)
+    final.fit(data, fit_rows)
     calibrator = fit_calibrator(
         final.predict_proba(data, calibration_rows),
         data.y[calibration_rows],
