@@ -119,6 +119,7 @@ class _Predictions:
     spans: EvaluationSpans
     baseline: str  # the simple baseline that run chose ("" for GARCH)
     reported: dict[str, float]  # the version's own reported-span metrics (calibration figures)
+    baseline_reported: dict[str, float]  # the same of its simple baseline
 
 
 def _champion_predictions(family: str) -> _Predictions | None:
@@ -143,9 +144,16 @@ def _predictions_of(version: Any, label: str) -> _Predictions | None:
     path = mlflow.artifacts.download_artifacts(
         run_id=version.run_id, artifact_path="oof_predictions.parquet"
     )
-    baseline = str(json.loads(version.tags.get("baseline", "{}")).get("name", ""))
+    recorded = json.loads(version.tags.get("baseline", "{}"))
     reported = json.loads(version.tags.get("reported_metrics", "{}"))
-    return _Predictions(pd.read_parquet(path), label, spans, baseline, reported)
+    return _Predictions(
+        pd.read_parquet(path),
+        label,
+        spans,
+        str(recorded.get("name", "")),
+        reported,
+        recorded.get("reported", {}),
+    )
 
 
 def _baseline_predictions(champions: dict[str, _Predictions]) -> _Predictions | None:
@@ -186,7 +194,8 @@ class BacktestSources:
     """What the frames were built from: versions used, families absent, the reported start."""
 
     versions: dict[str, str]
-    calibration: dict[str, dict[str, float]]  # direction champions: reliability, reported span
+    # reliability on the reported span of each probability traded: direction champions, baseline
+    calibration: dict[str, dict[str, float]]
     absent: tuple[str, ...]
     reported_start: pd.Timestamp
     baseline: str
@@ -248,9 +257,12 @@ def load_backtest_frames(
     sources = BacktestSources(
         versions={family: p.version for family, p in champions.items()},
         calibration={
-            family: {k: float(p.reported[k]) for k in RELIABILITY if k in p.reported}
-            for family, p in champions.items()
-            if family != "garch"
+            **{
+                family: _reliability(p.reported)
+                for family, p in champions.items()
+                if family != "garch"
+            },
+            "simple_baseline": _reliability(baseline.baseline_reported),
         },
         absent=tuple(f for f in ("xgb", "lstm", "garch") if f not in champions),
         # a decision at a bar's close is made at the next bar's open in these frames' index
@@ -258,6 +270,10 @@ def load_backtest_frames(
         baseline=f"{baseline.baseline} (calibrated, from {baseline.version})",
     )
     return frames, sources
+
+
+def _reliability(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(metrics[k]) for k in RELIABILITY if k in metrics}
 
 
 def _funding(
@@ -478,8 +494,8 @@ def _study_notes(
             "setting is chosen; the simple baseline is the primary strategy."
         )
         counted = (
-            f"Deflated Sharpe ratio trials of the simple baseline: its {trial_count['n_trials']} "
-            "candidates."
+            f"Deflated Sharpe ratio trials: {trial_count['n_trials']} (the simple baseline's "
+            "candidates; no fuser setting was chosen)."
         )
     versions = ", ".join(f"{k} {v}" for k, v in sources.versions.items()) or "none"
     return [

@@ -116,7 +116,9 @@ def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None
     assert {d["family"] for d in promotions} == {"garch", "xgb", "lstm"}
     assert all("estimate=" in d["detail"] for d in promotions if d["reason"] != "LATENCY_BUDGET")
     (report,) = summary["backtest report"]
-    assert Path(report["html"]).is_file() and report["dsr_trials"] > 0
+    html = Path(report["html"]).read_text(encoding="utf-8")
+    assert report["dsr_trials"] > 0 and f"trials: {report['dsr_trials']}" in html
+    assert "simple_baseline calibration on its reported span: brier" in html
     backtest = table("backtest (reported")
     promoted = {d["family"] for d in promotions if d["promoted"]}
     expected = ["buy_and_hold", "ta_only"]

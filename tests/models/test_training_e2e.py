@@ -272,6 +272,7 @@ def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Traine
     assert run.data.metrics["calibration.xgb.ece"] == pytest.approx(
         trained.reports["xgb"].metrics["reported_ece"]
     )
+    assert run.data.metrics["calibration.simple_baseline.brier"] > 0
     html = Path(report.report_html).read_text(encoding="utf-8")
     assert f"Deflated Sharpe ratio trials: {report.trial_count['n_trials']}" in html
 
