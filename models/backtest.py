@@ -196,6 +196,7 @@ class BacktestSources:
     versions: dict[str, str]
     # reliability on the reported span of each probability traded: direction champions, baseline
     calibration: dict[str, dict[str, float]]
+    spans: dict[str, EvaluationSpans]  # each source's four spans (champions, baseline's run)
     absent: tuple[str, ...]
     reported_start: pd.Timestamp
     baseline: str
@@ -263,6 +264,10 @@ def load_backtest_frames(
                 if family != "garch"
             },
             "simple_baseline": _reliability(baseline.baseline_reported),
+        },
+        spans={
+            **{family: p.spans for family, p in champions.items()},
+            "simple_baseline": baseline.spans,
         },
         absent=tuple(f for f in ("xgb", "lstm", "garch") if f not in champions),
         # a decision at a bar's close is made at the next bar's open in these frames' index
@@ -513,6 +518,11 @@ def _study_notes(
             for family, figures in sources.calibration.items()
         ),
         f"Simple baseline strategy: {sources.baseline}, traded ML-only with the chosen settings.",
+        *(
+            f"{name} spans: train {s.train}; calibration {s.calibration}; selection "
+            f"{s.selection}; reported {s.reported}."
+            for name, s in sources.spans.items()
+        ),
         choice,
         counted,
         "Decisions at bar close, fills at the next bar's open; taker/maker fees, volatility- and "
@@ -580,6 +590,10 @@ def _log_study(
                 "sextant.model_versions": json.dumps(sources.versions),
                 "sextant.absent_families": ",".join(sources.absent),
                 "sextant.simple_baseline": sources.baseline,
+                **{
+                    f"sextant.spans.{name}": json.dumps(spans.to_json())
+                    for name, spans in sources.spans.items()
+                },
                 "sextant.config_hash": config_hash(hashed),
                 **{f"sextant.period.{k.split(' ')[0]}": v for k, v in periods.items()},
             }

@@ -273,7 +273,10 @@ def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Traine
         trained.reports["xgb"].metrics["reported_ece"]
     )
     assert run.data.metrics["calibration.simple_baseline.brier"] > 0
+    xgb_spans = json.loads(run.data.tags["sextant.spans.xgb"])
+    assert xgb_spans == trained.reports["xgb"].spans  # all four spans of the champion
     html = Path(report.report_html).read_text(encoding="utf-8")
+    assert f"xgb spans: train {xgb_spans['train']}; calibration" in html
     assert f"Deflated Sharpe ratio trials: {report.trial_count['n_trials']}" in html
 
 
