@@ -28,7 +28,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper, numpy_helper
 
-from models.cv import _utc_nanoseconds, purged_tail
+from models.cv import decision_and_label_end, purged_tail
 from models.protocol import DirectionDataset, DirectionModel, IndexArray
 from sextant.errors import ConfigError, DataValidationError, ModelUnavailableError
 
@@ -262,13 +262,7 @@ def split_calibration_tail(
             f"{rows.shape}",
             field="train_idx",
         )
-    decision_all = _utc_nanoseconds(decision_ts, "decision_ts")
-    label_end_all = _utc_nanoseconds(label_end_ts, "label_end_ts")
-    if len(decision_all) != len(label_end_all):
-        raise DataValidationError(
-            f"decision_ts has {len(decision_all)} rows but label_end_ts has {len(label_end_all)}",
-            field="label_end_ts",
-        )
+    decision_all, label_end_all = decision_and_label_end(decision_ts, label_end_ts)
     if rows.min() < 0 or rows.max() >= len(decision_all):
         raise DataValidationError(
             f"train_idx out of range [0, {len(decision_all)}): min {rows.min()}, max {rows.max()}",

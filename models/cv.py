@@ -72,13 +72,7 @@ def purged_walk_forward(
     ``window="sliding"`` keeps only the latest ``max_train_size`` training timestamps.
     """
     _check_config(n_splits, min_train_size, embargo, min_embargo, test_size, window, max_train_size)
-    decision = _utc_nanoseconds(decision_ts, "decision_ts")
-    label_end = _utc_nanoseconds(label_end_ts, "label_end_ts")
-    if len(decision) != len(label_end):
-        raise DataValidationError(
-            f"decision_ts has {len(decision)} rows but label_end_ts has {len(label_end)}",
-            field="label_end_ts",
-        )
+    decision, label_end = decision_and_label_end(decision_ts, label_end_ts)
     early = np.flatnonzero(label_end < decision)
     if early.size:
         row = int(early[0])
@@ -229,6 +223,20 @@ def purged_tail(
             field="train_idx",
         )
     return fit, tail
+
+
+def decision_and_label_end(
+    decision_ts: pd.Series, label_end_ts: pd.Series
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Both columns as UTC nanoseconds, checked to be tz-aware, complete and of one length."""
+    decision = _utc_nanoseconds(decision_ts, "decision_ts")
+    label_end = _utc_nanoseconds(label_end_ts, "label_end_ts")
+    if len(decision) != len(label_end):
+        raise DataValidationError(
+            f"decision_ts has {len(decision)} rows but label_end_ts has {len(label_end)}",
+            field="label_end_ts",
+        )
+    return decision, label_end
 
 
 def _utc_nanoseconds(values: pd.Series, name: str) -> npt.NDArray[np.int64]:
