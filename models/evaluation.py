@@ -121,16 +121,19 @@ def _calibrate_scores(
     """A parameter-free score calibrated per fold on that fold's calibration tail."""
     parts = []
     for fold in folds:
+        # a monotone map into (0, 1) scaled on the calibration rows, so the calibrator (Platt on
+        # the logit) sees the score in units of its own spread and nothing saturates
+        spread = float(np.std(scores[fold.calibration])) or 1.0
         calibrator: Calibrator = fit_calibrator(
-            _as_probability(scores[fold.calibration]), y[fold.calibration], method
+            _sigmoid(scores[fold.calibration] / spread), y[fold.calibration], method
         )
-        parts.append(calibrator.apply(_as_probability(scores[fold.test])))
+        parts.append(calibrator.apply(_sigmoid(scores[fold.test] / spread)))
     return np.concatenate(parts)
 
 
-def _as_probability(score: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """A monotone map of a real score into (0, 1), so the probability calibrator can take it."""
-    return 1.0 / (1.0 + np.exp(-np.clip(score * 100.0, -500.0, 500.0)))
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    return out
 
 
 def _per_span(
