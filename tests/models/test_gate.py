@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.registry import GateTest, PromotionPolicy, gate_tests
 
@@ -52,6 +53,8 @@ def test_no_skill_stops_at_the_no_skill_test_with_its_figures() -> None:
         frame = _direction_frame(2000, 0.0, 0.0, seed)
         if 0.502 < roc_auc_score(frame["label_up"], frame["p_up"]) < 0.508:
             break
+    else:
+        pytest.fail("no draw with an AUC in (0.502, 0.508) among 50 seeds")
     tests = _run(frame)
     assert [t.reason for t in tests] == ["BELOW_BASELINE"]
     figures = tests[0].figures()
