@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/sextant run
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: setup
 	$(BIN)/ruff check .

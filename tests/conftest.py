@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real market data under ../shared/data (tests may read it; the package must not need it)."""
+    """The real multi-year data under ../shared/data (tests may read it; the package must not need it).
+
+    A user's clone has no ../shared: the tests that need it are skipped there, each saying why.
+    CI has it, so under CI (``CI`` set) its absence is an error, never a silent skip.
+    """
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"expected the shared data at {SHARED_DATA}")
+        message = (
+            f"needs the multi-year market data at {SHARED_DATA} (../shared/data beside the "
+            "repository; the bundled sample covers everything else)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs every test: {message}")
+        pytest.skip(message)
     return SHARED_DATA

@@ -40,8 +40,11 @@ __all__ = [
     "serve_alt_data",
 ]
 
-# the repository sits next to shared/ (as in tests/conftest.py)
-FNG_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "fear_greed" / "fng.csv"
+# the bundled sample's Fear & Greed rows (the same CSV format as ../shared/data/fear_greed/fng.csv,
+# whose longer history tests take through the `shared_data` fixture)
+FNG_CSV = (
+    Path(__file__).resolve().parents[2] / "features" / "ingest" / "sample_data" / "fear_greed.csv"
+)
 FNG_PATH = "/fng/"
 RSS_PATH = "/feeds/crypto.rss"
 ATOM_PATH = "/feeds/crypto.atom"

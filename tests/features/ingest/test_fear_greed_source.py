@@ -38,9 +38,9 @@ def no_sleep(seconds: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def rows() -> pd.DataFrame:
+def rows(shared_data: Path) -> pd.DataFrame:
     """Two months of real rows around the upstream gap of 2024-10-26."""
-    everything = load_fng_rows()
+    everything = load_fng_rows(shared_data / "fear_greed" / "fng.csv")
     return everything[
         (everything["date"] >= "2024-10-01") & (everything["date"] <= "2024-11-30")
     ].reset_index(drop=True)
