@@ -43,7 +43,6 @@ __all__ = [
     "FeastStore",
     "OnlineVectors",
     "ViewReport",
-    "apply_repo",
     "feast_config",
     "materialize",
     "online_features",
@@ -514,11 +513,6 @@ class FeastStore:
         entities["event_timestamp"] = _as_utc_ns(entities["event_timestamp"], origin="entity_df")
         self._require_symbols(entities["symbol"].tolist(), set(self._bar_rows()["symbol"]))
         return entities
-
-
-def apply_repo(settings: Settings, *, repo_dir: Path | None = None) -> None:
-    """Register the feature repo's declarations in the home's Feast registry."""
-    FeastStore(settings, repo_dir=repo_dir).apply()
 
 
 def materialize(
