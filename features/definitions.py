@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from sextant.contracts import FEATURE_SERVICES as SERVICE_OF
 from sextant.errors import ConfigError
 
 __all__ = [
@@ -166,8 +167,8 @@ FEATURE_VIEWS: dict[Kind, str] = {
 
 # Feature services, versioned per model family: the ordered feature list a model is trained on.
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
-    "xgb_direction_v1": tuple(f.name for f in FEATURES),
-    "lstm_direction_v1": (
+    SERVICE_OF["xgb"]: tuple(f.name for f in FEATURES),
+    SERVICE_OF["lstm"]: (
         "log_return_1",
         "log_return_4",
         "log_return_24",
@@ -187,7 +188,7 @@ FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
         "funding_rate",
         "fng_value",
     ),
-    "garch_vol_v1": (
+    SERVICE_OF["garch"]: (
         "log_return_1",
         "realized_vol_24h",
         "realized_vol_7d",

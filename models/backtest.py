@@ -32,11 +32,9 @@ from features.compute import perp_symbol
 from features.definitions import FEATURE_VIEWS, Kind
 from features.ingest.store import MarketStore
 from models.baselines import baseline_candidates
-from models.registry import CHAMPION
 from models.spans import EvaluationSpans
 from models.tracking import (
     EXPERIMENTS,
-    REGISTERED_MODELS,
     config_hash,
     ensure_experiment,
     git_commit,
@@ -52,6 +50,7 @@ from sextant.backtest.engine import (
 )
 from sextant.backtest.metrics import performance_metrics
 from sextant.backtest.report import ReportPaths, write_report
+from sextant.contracts import CHAMPION, DIRECTION_FAMILIES, REGISTERED_MODELS, ModelTag
 from sextant.decision._kernels import FEATURES_USED
 from sextant.decision.config import DecisionConfig, FuserConfig, FuserMode, RiskConfig
 from sextant.errors import DataValidationError
@@ -144,8 +143,8 @@ def _predictions_of(version: Any, label: str) -> _Predictions | None:
     path = mlflow.artifacts.download_artifacts(
         run_id=version.run_id, artifact_path="oof_predictions.parquet"
     )
-    recorded = json.loads(version.tags.get("baseline", "{}"))
-    reported = json.loads(version.tags.get("reported_metrics", "{}"))
+    recorded = json.loads(version.tags.get(ModelTag.BASELINE, "{}"))
+    reported = json.loads(version.tags.get(ModelTag.REPORTED_METRICS, "{}"))
     return _Predictions(
         pd.read_parquet(path),
         label,
@@ -162,14 +161,14 @@ def _baseline_predictions(champions: dict[str, _Predictions]) -> _Predictions | 
     The baseline is not a model choice (its lag was chosen on that run's selection span), so a
     challenger's run serves when no direction family has a champion.
     """
-    for family in ("xgb", "lstm"):
+    for family in DIRECTION_FAMILIES:
         if family in champions:
             return champions[family]
     from mlflow import MlflowClient
 
     client = MlflowClient()
     latest = []
-    for family in ("xgb", "lstm"):
+    for family in DIRECTION_FAMILIES:
         versions = client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'")
         latest += [v for v in versions if EvaluationSpans.from_tags(v.tags) is not None]
     if not latest:
@@ -185,7 +184,7 @@ def direction_candidates() -> int:
     client = MlflowClient()
     return sum(
         len(client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'"))
-        for family in ("xgb", "lstm")
+        for family in DIRECTION_FAMILIES
     )
 
 
@@ -379,7 +378,7 @@ def run_backtest_study(
     grid = [(m, t) for m, t in SELECTION_GRID if fuser_mode is None or m == fuser_mode]
     if not grid:
         raise DataValidationError(f"unknown fuser mode {fuser_mode!r}; known: {', '.join(MODES)}")
-    has_ml = any(family in sources.versions for family in ("xgb", "lstm"))
+    has_ml = any(family in sources.versions for family in DIRECTION_FAMILIES)
     primary = "fused" if has_ml else "simple_baseline"
     if has_ml:
         trials, best_fuser = _select_fuser(selection, base, execution, grid, bars_per_year)

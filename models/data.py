@@ -15,6 +15,7 @@ from features.ingest.store import MarketStore
 from features.labels import forward_labels
 from models.baselines import BASELINE_LAGS, past_log_returns, past_return_column
 from models.protocol import DirectionDataset
+from sextant.contracts import FEATURE_SERVICES
 from sextant.errors import DataValidationError
 from sextant.settings import Settings
 
@@ -90,7 +91,7 @@ def symbol_returns(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
-    feature_service: str = "garch_vol_v1",
+    feature_service: str = FEATURE_SERVICES["garch"],
 ) -> dict[str, pd.Series]:
     """Hourly log returns per symbol (indexed by bar close) from the volatility feature service."""
     frame = training_frame(feature_service, symbols, start, end, settings=settings)

@@ -42,6 +42,7 @@ from models.direction_rows import (
     validation_tail,
 )
 from models.protocol import DirectionDataset, IndexArray
+from sextant.contracts import FEATURE_SERVICES
 from sextant.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class LstmConfig:
     seed: int = 42
     n_threads: int = 2
     min_train_rows: int = 500
-    feature_service: str = "lstm_direction_v1"
+    feature_service: str = FEATURE_SERVICES["lstm"]
 
     def __post_init__(self) -> None:
         positive = {

@@ -28,7 +28,7 @@ import pandas as pd
 from models.garch_family import qlike_losses
 from models.significance import TestResult, auc_difference_test, diebold_mariano_test
 from models.spans import SELECTION, SPAN_COLUMN, EvaluationSpans
-from models.tracking import REGISTERED_MODELS
+from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS, ModelTag
 from sextant.errors import ConfigError
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 # single-row onnxruntime p99 budgets (issue 5; measured here: xgb 0.02 ms, lstm 0.15 ms)
 LATENCY_BUDGET_MS = {"xgb": 0.2, "lstm": 1.0, "garch": 0.2}
 
@@ -169,7 +167,7 @@ def register_version(
     try:
         for key, value in {
             **tags,
-            "champion_version_at_train": str(champion.version) if champion else "",
+            ModelTag.CHAMPION_VERSION_AT_TRAIN: str(champion.version) if champion else "",
         }.items():
             client.set_model_version_tag(name, version.version, key, value)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -183,9 +181,9 @@ def register_version(
 def champion_config(family: str) -> dict[str, Any] | None:
     """The family configuration of the live champion, or None when there is none."""
     version = _alias_version(REGISTERED_MODELS[family], CHAMPION)
-    if version is None or "family_config" not in version.tags:
+    if version is None or ModelTag.FAMILY_CONFIG not in version.tags:
         return None
-    config: dict[str, Any] = json.loads(version.tags["family_config"])
+    config: dict[str, Any] = json.loads(version.tags[ModelTag.FAMILY_CONFIG])
     return config
 
 
@@ -289,7 +287,7 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
     if "parity_max_abs_err" not in tags and "parity_max_rel_err" not in tags:
         return verdict(False, "PARITY_UNVERIFIED", "the challenger carries no parity figures", {})
     spans = EvaluationSpans.from_tags(tags)
-    if spans is None or "selection_metrics" not in tags:
+    if spans is None or ModelTag.SELECTION_METRICS not in tags:
         return verdict(
             False,
             "NO_SELECTION_SPAN",
@@ -298,7 +296,10 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
         )
     p50, p99 = measure_latency(f"models:/{name}/{challenger.version}", policy.latency_reads)
     metrics = {
-        **{f"selection_{k}": float(v) for k, v in json.loads(tags["selection_metrics"]).items()},
+        **{
+            f"selection_{k}": float(v)
+            for k, v in json.loads(tags[ModelTag.SELECTION_METRICS]).items()
+        },
         "onnx_p50_ms": p50,
         "onnx_p99_ms": p99,
     }
@@ -307,18 +308,20 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
         return verdict(
             False, "LATENCY_BUDGET", f"single-row p99 {p99:.4f} ms, budget {budget} ms", metrics
         )
-    if champion is not None and tags.get("champion_version_at_train", "") != str(champion.version):
+    if champion is not None and tags.get(ModelTag.CHAMPION_VERSION_AT_TRAIN, "") != str(
+        champion.version
+    ):
         return verdict(
             False,
             "STALE_COMPARISON",
-            f"challenger was compared with champion version {tags.get('champion_version_at_train') or 'none'}, "
+            f"challenger was compared with champion version {tags.get(ModelTag.CHAMPION_VERSION_AT_TRAIN) or 'none'}, "
             f"the champion is now {champion.version}: retrain to compare on the same folds",
             metrics,
         )
 
     selection = selection_rows(challenger.run_id)
-    horizon = int(tags.get("label_horizon", "1"))
-    recorded_baseline = json.loads(tags.get("baseline", "{}"))
+    horizon = int(tags.get(ModelTag.LABEL_HORIZON, "1"))
+    recorded_baseline = json.loads(tags.get(ModelTag.BASELINE, "{}"))
     baseline = str(recorded_baseline.get("name", "past return"))
     # the simple baseline beside the model, whatever the tests conclude
     key = "qlike" if family == "garch" else "auc"

@@ -16,7 +16,6 @@ from sextant.paths import StatePaths
 
 __all__ = [
     "EXPERIMENTS",
-    "REGISTERED_MODELS",
     "config_hash",
     "ensure_experiment",
     "git_commit",
@@ -29,7 +28,6 @@ EXPERIMENTS = {
     "volatility": "sextant-volatility",
     "backtest": "sextant-backtest",
 }
-REGISTERED_MODELS = {"garch": "sextant-garch", "xgb": "sextant-xgb", "lstm": "sextant-lstm"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

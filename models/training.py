@@ -60,6 +60,8 @@ from models.spans import (
 )
 from models.tracking import EXPERIMENTS, config_hash, ensure_experiment, git_commit, use_home
 from models.xgb import XgbConfig, XgbDirectionModel
+from sextant.contracts import DIRECTION_FAMILIES, FAMILIES, ModelTag
+from sextant.contracts import FEATURE_SERVICES as SERVICES
 from sextant.errors import ConfigError, DataValidationError
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
@@ -75,9 +77,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-FAMILIES = ("garch", "xgb", "lstm")
-SERVICES = {"xgb": "xgb_direction_v1", "lstm": "lstm_direction_v1", "garch": "garch_vol_v1"}
 
 
 @dataclass(frozen=True)
@@ -266,8 +265,8 @@ def train_models(settings: Settings, config: TrainConfig) -> list[FamilyReport]:
     }
     reports: list[FamilyReport] = []
     groups = [
-        ("direction", [f for f in config.families if f in ("xgb", "lstm")]),
-        ("volatility", [f for f in config.families if f == "garch"]),
+        ("direction", [f for f in config.families if f in DIRECTION_FAMILIES]),
+        ("volatility", [f for f in config.families if f not in DIRECTION_FAMILIES]),
     ]
     for task, families in groups:
         if not families:
@@ -408,21 +407,23 @@ def _train_direction(
         proto=proto,
         input_example=one_row,
         tags={
-            "feature_service": service,
-            "features": json.dumps(list(data.features)),
+            ModelTag.FEATURE_SERVICE: service,
+            ModelTag.FEATURES: json.dumps(list(data.features)),
             "data_range": f"{data_range[0]} .. {data_range[1]}",
             "config_hash": config_hash(family_config),
-            "family_config": json.dumps(asdict(family_config), default=str),
+            ModelTag.FAMILY_CONFIG: json.dumps(asdict(family_config), default=str),
             "folds_hash": _folds_hash(data, folds),
-            "label_horizon": str(config.horizon),
+            ModelTag.LABEL_HORIZON: str(config.horizon),
             "git_commit": git_commit(),
             "parity_max_abs_err": f"{parity.max_abs_err:.3g}",
             "onnx_p99_ms": f"{p99:.4f}",
-            "selection_metrics": json.dumps(evaluation.metrics[SELECTION]),
-            "reported_metrics": json.dumps(evaluation.metrics[REPORTED]),
-            "baseline": json.dumps(baseline),
-            "calibration": json.dumps(calibrator.to_dict()),
-            "champion_replay_metrics": json.dumps(evaluation.champion_metrics.get(SELECTION, {})),
+            ModelTag.SELECTION_METRICS: json.dumps(evaluation.metrics[SELECTION]),
+            ModelTag.REPORTED_METRICS: json.dumps(evaluation.metrics[REPORTED]),
+            ModelTag.BASELINE: json.dumps(baseline),
+            ModelTag.CALIBRATION: json.dumps(calibrator.to_dict()),
+            ModelTag.CHAMPION_REPLAY_METRICS: json.dumps(
+                evaluation.champion_metrics.get(SELECTION, {})
+            ),
             **evaluation.spans.tags(),
         },
     )
@@ -663,11 +664,11 @@ def _train_garch(
         proto=proto,
         input_example=one_row,
         tags={
-            "feature_service": SERVICES["garch"],
-            "symbols": json.dumps(sorted(fits)),
+            ModelTag.FEATURE_SERVICE: SERVICES["garch"],
+            ModelTag.SYMBOLS: json.dumps(sorted(fits)),
             "data_range": f"{data_range[0]} .. {data_range[1]}",
             "config_hash": config_hash(config.garch),
-            "family_config": json.dumps(asdict(config.garch), default=str),
+            ModelTag.FAMILY_CONFIG: json.dumps(asdict(config.garch), default=str),
             "git_commit": git_commit(),
             "parity_max_rel_err": f"{final_parity.max_rel_err:.3g}",
             "parity_sample": json.dumps(
@@ -675,11 +676,11 @@ def _train_garch(
             ),
             "fit_range": json.dumps({s: span_text(f.start, f.end) for s, f in fits.items()}),
             "onnx_p99_ms": f"{p99:.4f}",
-            "selection_metrics": json.dumps(per_span[SELECTION]),
-            "reported_metrics": json.dumps(per_span[REPORTED]),
-            "baseline": json.dumps(baseline),
-            "final_state": json.dumps({s: asdict(f.final_state) for s, f in fits.items()}),
-            "champion_replay_metrics": json.dumps(replay.get(SELECTION, {})),
+            ModelTag.SELECTION_METRICS: json.dumps(per_span[SELECTION]),
+            ModelTag.REPORTED_METRICS: json.dumps(per_span[REPORTED]),
+            ModelTag.BASELINE: json.dumps(baseline),
+            ModelTag.FINAL_STATE: json.dumps({s: asdict(f.final_state) for s, f in fits.items()}),
+            ModelTag.CHAMPION_REPLAY_METRICS: json.dumps(replay.get(SELECTION, {})),
             **spans.tags(),
         },
     )

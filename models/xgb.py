@@ -28,6 +28,7 @@ from models.direction_rows import (
     validation_tail,
 )
 from models.protocol import DirectionDataset, IndexArray
+from sextant.contracts import FEATURE_SERVICES
 from sextant.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class XgbConfig:
     seed: int = 42
     n_jobs: int = 2
     min_train_rows: int = 500
-    feature_service: str = "xgb_direction_v1"
+    feature_service: str = FEATURE_SERVICES["xgb"]
 
     def __post_init__(self) -> None:
         positive_ints = {

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sextant.contracts import FEATURE_SERVICES
 from sextant.errors import SextantError
 
 __all__ = ["app", "main"]
@@ -262,7 +263,7 @@ def features_materialize(
 def features_online(
     service: Annotated[
         str, typer.Option("--service", help="Feature service, e.g. xgb_direction_v1.")
-    ] = "xgb_direction_v1",
+    ] = FEATURE_SERVICES["xgb"],
     symbol: Annotated[
         list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
     ] = None,

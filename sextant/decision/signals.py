@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sextant.contracts import DIRECTION_FAMILIES
 from sextant.decision import _kernels as layout
 from sextant.decision._kernels import ml_signal_kernel, ta_signal_kernel
 from sextant.decision.config import FuserConfig
@@ -29,7 +30,7 @@ __all__ = [
 
 FEATURES_USED = layout.FEATURES_USED
 VOTE_NAMES = layout.VOTE_NAMES
-ML_FAMILIES: tuple[str, ...] = ("xgb", "lstm")
+ML_FAMILIES: tuple[str, ...] = DIRECTION_FAMILIES
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ from features.feast_store import materialize
 from features.ingest.service import ingest_source
 from features.ingest.sources.sample import SampleSource
 from features.ingest.store import MarketStore
-from models.registry import CHALLENGER, CHAMPION, PromotionPolicy, promote, read_ledger
-from models.tracking import REGISTERED_MODELS, use_home
+from models.registry import PromotionPolicy, promote, read_ledger
+from models.tracking import use_home
 from models.training import FamilyReport, TrainConfig, train_models
+from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS
 from sextant.errors import DataValidationError
 from sextant.settings import Settings, load_settings
 

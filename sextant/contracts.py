@@ -1,0 +1,57 @@
+"""Names shared by training, the feature store and the online path, each defined once.
+
+Model families, their registered MLflow models and aliases, their feature services, and the
+model-version tag keys that a consumer of a registered model reads. Names only: importing this
+module costs nothing, so `serving/` (which may not import `models/`) and `features/` use the same
+strings that `models/` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "DIRECTION_FAMILIES",
+    "FAMILIES",
+    "FEATURE_SERVICES",
+    "REGISTERED_MODELS",
+    "VOLATILITY_FAMILIES",
+    "ModelTag",
+]
+
+DIRECTION_FAMILIES: Final = ("xgb", "lstm")
+VOLATILITY_FAMILIES: Final = ("garch",)
+FAMILIES: Final = ("garch", "xgb", "lstm")
+
+# registered model per family (MLflow registry)
+REGISTERED_MODELS: Final = {"garch": "sextant-garch", "xgb": "sextant-xgb", "lstm": "sextant-lstm"}
+
+# aliases: training registers a ``challenger``; only the promotion gate moves ``champion``
+CHALLENGER: Final = "challenger"
+CHAMPION: Final = "champion"
+
+# the Feast feature service each family reads (one per family and version)
+FEATURE_SERVICES: Final = {
+    "xgb": "xgb_direction_v1",
+    "lstm": "lstm_direction_v1",
+    "garch": "garch_vol_v1",
+}
+
+
+class ModelTag:
+    """Tag keys of a registered model version that its consumers read."""
+
+    FEATURE_SERVICE: Final = "feature_service"
+    FEATURES: Final = "features"  # JSON list: the ordered model input
+    CALIBRATION: Final = "calibration"  # JSON: the calibrator inside the ONNX graph
+    LABEL_HORIZON: Final = "label_horizon"  # bars
+    SYMBOLS: Final = "symbols"  # GARCH: JSON list, the graph's symbol_index order
+    FINAL_STATE: Final = "final_state"  # GARCH: JSON per symbol, last return and variance
+    BASELINE: Final = "baseline"  # JSON: the simple baseline's name and per-span figures
+    SELECTION_METRICS: Final = "selection_metrics"
+    REPORTED_METRICS: Final = "reported_metrics"
+    FAMILY_CONFIG: Final = "family_config"
+    CHAMPION_VERSION_AT_TRAIN: Final = "champion_version_at_train"
+    CHAMPION_REPLAY_METRICS: Final = "champion_replay_metrics"
