@@ -453,7 +453,7 @@ def run_backtest_study(
         metrics,
         rejections,
         binding,
-        {"decision": config, "execution": execution},
+        config,
         execution,
         out_dir,
     )
@@ -573,7 +573,7 @@ def _log_study(
     metrics: dict[str, dict[str, float]],
     rejections: dict[str, int],
     binding: dict[str, dict[str, int]],
-    hashed: dict[str, Any],
+    config: DecisionConfig,
     execution: BacktestConfig,
     out_dir: Path,
 ) -> str:
@@ -593,7 +593,7 @@ def _log_study(
                     f"sextant.spans.{name}": json.dumps(spans.to_json())
                     for name, spans in sources.spans.items()
                 },
-                "sextant.config_hash": config_hash(hashed),
+                "sextant.config_hash": config_hash({"decision": config, "execution": execution}),
                 **{f"sextant.period.{k.split(' ')[0]}": v for k, v in periods.items()},
             }
         )

@@ -415,8 +415,11 @@ def fit_calibrated(
     method: CalibrationMethod = "isotonic",
     fraction: float = CALIBRATION_FRACTION,
     min_rows: int = MIN_CALIBRATION_ROWS,
-) -> CalibratedModel:
-    """Fit ``model`` on ``train_idx`` minus its purged calibration tail, the calibrator on the tail."""
+) -> tuple[CalibratedModel, IndexArray]:
+    """Fit ``model`` on ``train_idx`` minus its purged calibration tail, the calibrator on the tail.
+
+    Returns the calibrated model and the tail's rows (rows the base model was not fitted on).
+    """
     fit_idx, cal_idx = split_calibration_tail(
         train_idx, data.decision_ts, data.label_end_ts, fraction, min_rows=min_rows
     )
@@ -424,7 +427,7 @@ def fit_calibrated(
     calibrator = fit_calibrator(
         model.predict_proba(data, cal_idx), data.y[cal_idx], method, min_rows=min_rows
     )
-    return CalibratedModel(model, calibrator)
+    return CalibratedModel(model, calibrator), cal_idx
 
 
 # --- internals ----------------------------------------------------------------------------------

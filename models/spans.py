@@ -32,13 +32,6 @@ __all__ = [
 SPAN_COLUMN = "span"
 SELECTION, REPORTED, PURGED = "selection", "reported", "purged"
 SPAN_NAMES = ("train", "calibration", "selection", "reported")
-# what each span is for, as printed next to it
-SPAN_ROLES = {
-    "train": "fits the fold models",
-    "calibration": "fits each fold's probability calibrator",
-    "selection": "promotion gate, baseline lag, fuser settings",
-    "reported": "reported only, part of no choice",
-}
 
 
 def span_text(first: Any, last: Any) -> str:
@@ -95,11 +88,6 @@ class EvaluationSpans:
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
-
-    def described(self) -> list[dict[str, str]]:
-        """One row per span with its role (for the CLI and reports)."""
-        values = asdict(self)
-        return [{"span": k, "period": values[k], "role": SPAN_ROLES[k]} for k in SPAN_NAMES]
 
     @staticmethod
     def from_tags(tags: dict[str, str]) -> EvaluationSpans | None:

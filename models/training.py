@@ -25,14 +25,7 @@ from typing import Any, get_args
 import numpy as np
 import pandas as pd
 
-from models.calibration import (
-    MIN_CALIBRATION_ROWS,
-    CalibratedModel,
-    CalibrationMethod,
-    Calibrator,
-    fit_calibrator,
-    split_calibration_tail,
-)
+from models.calibration import MIN_CALIBRATION_ROWS, CalibrationMethod, fit_calibrated
 from models.cv import Fold, purged_walk_forward
 from models.data import direction_dataset, symbol_returns
 from models.evaluation import CalibratedFold, DirectionEvaluation, evaluate_direction, split_folds
@@ -46,7 +39,7 @@ from models.garch_family import (
 )
 from models.lstm import LstmConfig, LstmDirectionModel
 from models.onnx_parity import DIRECTION_PARITY_TOLERANCE, check_direction_parity, onnx_latency
-from models.protocol import DirectionDataset, DirectionModel, IndexArray
+from models.protocol import DirectionDataset, DirectionModel
 from models.registry import champion_config, register_version
 from models.spans import (
     REPORTED,
@@ -158,19 +151,15 @@ class FamilyReport:
 
 
 # the columns of the train table: every row has all of them, "-" where a family has no such figure
+TABLE_METRICS = ("auc", "log_loss", "brier", "ece", "qlike", "var99_exceedance_rate")
+TABLE_BASELINE_METRICS = ("auc", "qlike")
 TABLE_COLUMNS = (
     "family",
     "version",
     "span",
-    "auc",
-    "log_loss",
-    "brier",
-    "ece",
-    "qlike",
-    "var99_exceedance_rate",
+    *TABLE_METRICS,
     "baseline",
-    "baseline_auc",
-    "baseline_qlike",
+    *(f"baseline_{k}" for k in TABLE_BASELINE_METRICS),
 )
 
 
@@ -185,10 +174,10 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "span": span,
             "baseline": baseline.get("name"),
         }
-        for key in TABLE_COLUMNS[3:9]:
+        for key in TABLE_METRICS:
             value = metrics.get(f"{span}_{key}")
             row[key] = None if value is None else round(float(value), 5)
-        for key in ("auc", "qlike"):
+        for key in TABLE_BASELINE_METRICS:
             value = baseline.get(span, {}).get(key)
             row[f"baseline_{key}"] = None if value is None else round(float(value), 5)
         rows.append(row)
@@ -375,8 +364,15 @@ def _train_direction(
         )
     _log_direction_evaluation(evaluation)
 
-    final, calibrator, calibration_rows = _fit_final(family, config, data)
-    served = CalibratedModel(final, calibrator)
+    # the served model: fitted on every row but the latest tail, calibrated on that tail
+    served, calibration_rows = fit_calibrated(
+        _direction_model(family, config),
+        data,
+        np.arange(len(data.y), dtype=np.intp),
+        method=config.cv.calibration_method,
+        fraction=config.cv.calibration_fraction,
+    )
+    final, calibrator = served.model, served.calibrator
     proto = served.to_onnx()
     # parity on rows the model was not fitted on (the final calibration tail)
     held_out = calibration_rows[-min(500, len(calibration_rows)) :]
@@ -464,26 +460,6 @@ def _log_direction_evaluation(evaluation: DirectionEvaluation) -> None:
     )
     mlflow.set_tags(evaluation.spans.tags())
     _log_frame(evaluation.oof, "oof_predictions.parquet")
-
-
-def _fit_final(
-    family: str, config: TrainConfig, data: DirectionDataset
-) -> tuple[DirectionModel, Calibrator, IndexArray]:
-    """The served model: fitted on every row but the latest tail, calibrated on that tail."""
-    fit_rows, calibration_rows = split_calibration_tail(
-        np.arange(len(data.y), dtype=np.intp),
-        data.decision_ts,
-        data.label_end_ts,
-        config.cv.calibration_fraction,
-    )
-    final = _direction_model(family, config)
-    final.fit(data, fit_rows)
-    calibrator = fit_calibrator(
-        final.predict_proba(data, calibration_rows),
-        data.y[calibration_rows],
-        config.cv.calibration_method,
-    )
-    return final, calibrator, calibration_rows
 
 
 def _folds_hash(data: DirectionDataset, folds: Sequence[Fold]) -> str:

@@ -246,11 +246,12 @@ def test_fit_calibrated_fits_the_model_before_the_tail_and_calibrates_on_it() ->
     train, test = time_split(data, 0.3)
     fit_idx, cal_idx = split_calibration_tail(train, data.decision_ts, data.label_end_ts, 0.2)
 
-    model = fit_calibrated(XgbDirectionModel(TEST_XGB), data, train, fraction=0.2)
+    model, tail = fit_calibrated(XgbDirectionModel(TEST_XGB), data, train, fraction=0.2)
 
     params = model.params()
     assert params["n_fit_rows"] + params["n_validation_rows"] <= len(fit_idx)
     assert params["calibration_rows"] == model.calibrator.n == len(cal_idx)
+    np.testing.assert_array_equal(tail, cal_idx)
     assert params["calibration_method"] == "isotonic" and model.family == "xgb"
     p_up = model.predict_proba(data, test)
     assert expected_calibration_error(data.y[test], p_up) < 0.1
