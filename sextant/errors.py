@@ -12,7 +12,6 @@ __all__ = [
     "SextantError",
     "SourceRequestError",
     "SourceUnavailableError",
-    "StaleDataError",
 ]
 
 
@@ -55,7 +54,3 @@ class SourceUnavailableError(SextantError):
 
 class ModelUnavailableError(SextantError):
     """A model cannot produce an output. Recovery: serve flat for that family, trip the breaker."""
-
-
-class StaleDataError(SextantError):
-    """Inputs are older than allowed. Recovery: take no new risk until fresh data arrives."""

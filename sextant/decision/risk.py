@@ -22,7 +22,7 @@ the backtest replays the same transitions):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,7 +30,6 @@ from enum import StrEnum
 import numpy as np
 
 from sextant.decision import _kernels as layout
-from sextant.decision._kernels import gate_kernel, update_state_kernel
 from sextant.decision.config import RiskConfig
 from sextant.errors import DataValidationError
 from sextant.ta._jit import FloatArray
@@ -258,49 +257,35 @@ class RiskGate:
         self._state[layout.RS_HALT_DAY] = -1.0
         self._state[layout.RS_STATE] = layout.STATE_HALTED if mask else layout.STATE_ACTIVE
 
+    def state_vector(self) -> tuple[float, ...]:
+        """The gate's whole state as plain floats, for the decisions store (``restore`` reads it)."""
+        return tuple(float(x) for x in self._state)
+
+    @classmethod
+    def restore(cls, config: RiskConfig, state: Sequence[float]) -> RiskGate:
+        """A gate enforcing ``config`` that resumes from a stored ``state_vector()``.
+
+        A HALTED gate comes back HALTED: the state, peak, day start, counters and halt reasons
+        are all in the vector. A kill switch set in ``config`` stays on whatever was stored.
+        """
+        vector = np.asarray(state, dtype=np.float64)
+        if vector.shape != (layout.RS_SIZE,):
+            raise DataValidationError(
+                f"risk gate state has {vector.size} values, expected {layout.RS_SIZE}",
+                field="risk_state",
+            )
+        code = vector[layout.RS_STATE]
+        if not (code == int(code) and 0 <= int(code) < len(layout.STATE_NAMES)):
+            raise DataValidationError(
+                f"risk gate state code {code} is not one of {', '.join(layout.STATE_NAMES)}",
+                field="risk_state",
+            )
+        gate = cls(config)
+        gate._state[:] = vector
+        if config.kill_switch:
+            gate._state[layout.RS_KILL] = 1.0
+        return gate
+
     def arrays(self) -> tuple[FloatArray, FloatArray]:
         """(state, config) arrays the kernels read and update; for ``decide`` and the backtest."""
         return self._state, self._cfg
-
-    def evaluate(
-        self,
-        *,
-        symbol: str,
-        ts: datetime,
-        proposed_fraction: float,
-        portfolio: PortfolioState,
-        garch_variance: float,
-        var_quantile: float,
-        feature_age_bars: float = 0.0,
-        models_available: int = 2,
-        confidence: float = 1.0,
-        model_error: bool = False,
-    ) -> RiskDecision:
-        """Update the state to ``portfolio.equity`` at ``ts`` and gate one proposed target."""
-        if not math.isfinite(proposed_fraction):
-            raise DataValidationError(
-                f"proposed target of {symbol} is not finite: {proposed_fraction}",
-                field="proposed_fraction",
-            )
-        positions = portfolio.fractions(symbol)
-        checks = np.zeros((layout.N_CHECKS, layout.N_CHECK_FIELDS), dtype=np.float64)
-        update_state_kernel(
-            self._state, float(portfolio.equity), utc_day(ts), bool(model_error), self._cfg
-        )
-        approved = gate_kernel(
-            0,
-            float(proposed_fraction),
-            positions,
-            float(portfolio.equity),
-            float(feature_age_bars),
-            float(models_available),
-            float(confidence),
-            float(garch_variance),
-            float(var_quantile),
-            self._state,
-            self._cfg,
-            checks,
-        )
-        return risk_decision_from(
-            checks, approved, proposed_fraction, positions[0], self._state[layout.RS_STATE]
-        )

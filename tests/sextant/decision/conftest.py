@@ -59,15 +59,6 @@ def compiled_kernels() -> None:
     ml = ml_signal(0.6, math.nan, config.fuser)
     fuse_signals(ta, ml, config.fuser)
     size_position(1, 0.6, 4e-5, 0.8, 100.0, config.sizing)
-    gate = RiskGate(config.risk)
-    gate.evaluate(
-        symbol="BTC/USDT",
-        ts=TS,
-        proposed_fraction=0.1,
-        portfolio=PortfolioState(1e5, {}),
-        garch_variance=4e-5,
-        var_quantile=2.6,
-    )
     decide(
         "BTC/USDT",
         TS,

@@ -6,12 +6,14 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sextant.decision import (
     CHECK_CODES,
+    DecisionConfig,
     PortfolioState,
     RiskConfig,
     RiskDecision,
@@ -19,6 +21,9 @@ from sextant.decision import (
     TradingState,
 )
 from sextant.decision import _kernels as layout
+from sextant.decision._kernels import gate_kernel, update_state_kernel
+from sextant.decision.risk import risk_decision_from, utc_day
+from sextant.errors import DataValidationError
 
 DAY1 = datetime(2024, 3, 1, 10, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
@@ -43,20 +48,31 @@ def evaluate(
     quantile: float = 2.5,
     model_error: bool = False,
 ) -> RiskDecision:
-    """Gate a proposed target for BTC; ``current`` and ``others`` are fractions of equity."""
-    portfolio = PortfolioState(equity, {"BTC": current * equity, "ETH": others * equity})
-    return gate.evaluate(
-        symbol="BTC",
-        ts=ts,
-        proposed_fraction=proposed,
-        portfolio=portfolio,
-        garch_variance=variance,
-        var_quantile=quantile,
-        feature_age_bars=age,
-        models_available=models,
-        confidence=confidence,
-        model_error=model_error,
+    """Gate a proposed target for BTC; ``current`` and ``others`` are fractions of equity.
+
+    Calls the gate's two kernels on the gate's own arrays, as ``decide_kernel`` does after the
+    signals and sizing, so that each check can be driven with a chosen proposal.
+    """
+    positions = PortfolioState(equity, {"BTC": current * equity, "ETH": others * equity})
+    fractions = positions.fractions("BTC")
+    state, cfg = gate.arrays()
+    checks = np.zeros((layout.N_CHECKS, layout.N_CHECK_FIELDS))
+    update_state_kernel(state, equity, utc_day(ts), model_error, cfg)
+    approved = gate_kernel(
+        0,
+        proposed,
+        fractions,
+        equity,
+        age,
+        float(models),
+        confidence,
+        variance,
+        quantile,
+        state,
+        cfg,
+        checks,
     )
+    return risk_decision_from(checks, approved, proposed, fractions[0], state[layout.RS_STATE])
 
 
 def test_a_proposal_within_every_limit_passes_unchanged(make_gate: MakeGate) -> None:
@@ -195,6 +211,45 @@ def test_daily_loss_halts_for_the_rest_of_the_utc_day(make_gate: MakeGate) -> No
     assert "DAILY_LOSS_LIMIT" in halted.reasons
     assert still.state is TradingState.HALTED and still.size == 0.0
     assert next_day.state is TradingState.ACTIVE and next_day.size == 0.5
+
+
+def test_a_restored_gate_resumes_where_the_stored_state_left_it(make_gate: MakeGate) -> None:
+    # Arrange: a hard-drawdown halt (sticky), stored as the decisions store keeps it
+    gate = make_gate(soft_drawdown=0.1, hard_drawdown=0.25)
+    evaluate(gate, 0.0, equity=100_000.0, ts=DAY1)
+    evaluate(gate, 0.3, current=0.3, equity=74_000.0, ts=DAY2)
+    stored = gate.state_vector()
+    # Act
+    restored = RiskGate.restore(gate.config, stored)
+    status = restored.status()
+    later = evaluate(restored, 0.3, equity=80_000.0, ts=DAY4)
+    # Assert: still HALTED with the same reasons and peak; nothing approved
+    assert status == gate.status()
+    assert status.state is TradingState.HALTED and status.halt_reasons == ("MAX_DRAWDOWN",)
+    assert later.state is TradingState.HALTED and later.size == 0.0
+
+
+def test_restore_refuses_a_state_of_the_wrong_shape_or_code(make_gate: MakeGate) -> None:
+    # Arrange
+    gate = make_gate()
+    good = list(gate.state_vector())
+    bad_code = [7.0, *good[1:]]
+    # Act / Assert
+    with pytest.raises(DataValidationError, match="expected 9"):
+        RiskGate.restore(gate.config, good[:-1])
+    with pytest.raises(DataValidationError, match=r"state code 7\.0"):
+        RiskGate.restore(gate.config, bad_code)
+
+
+def test_a_kill_switch_in_the_config_survives_a_restore_of_an_active_state() -> None:
+    # Arrange
+    active = RiskGate(DecisionConfig.from_dict({}).risk).state_vector()
+    killed = DecisionConfig.from_dict({"risk": {"kill_switch": True}}).risk
+    # Act
+    gate = RiskGate.restore(killed, active)
+    # Assert
+    assert gate.status().kill_switch
+    assert evaluate(gate, 0.5).size == 0.0
 
 
 def test_hard_drawdown_halts_until_reset(make_gate: MakeGate) -> None:
