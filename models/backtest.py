@@ -41,7 +41,6 @@ from models.tracking import (
     use_home,
 )
 from sextant.backtest.engine import (
-    BacktestConfig,
     BacktestInputs,
     BacktestResult,
     run_backtest,
@@ -54,6 +53,7 @@ from sextant.contracts import CHAMPION, DIRECTION_FAMILIES, REGISTERED_MODELS, M
 from sextant.decision._kernels import FEATURES_USED
 from sextant.decision.config import DecisionConfig, FuserConfig, FuserMode, RiskConfig
 from sextant.errors import DataValidationError
+from sextant.execution import ExecutionConfig
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
@@ -349,7 +349,7 @@ def run_backtest_study(
     end: datetime | None = None,
     fuser_mode: str | None = None,
     base: DecisionConfig | None = None,
-    execution: BacktestConfig | None = None,
+    execution: ExecutionConfig | None = None,
 ) -> BacktestReport:
     """Select fuser settings on the selection span, report every strategy on the reported span."""
     use_home(settings.paths)
@@ -357,7 +357,7 @@ def run_backtest_study(
     # The live gate keeps a drawdown halt until a person resets it; a replay has no person, so a
     # halt lifts after a week (fixed here, never tuned on the reported period).
     base = base or DecisionConfig(risk=RiskConfig(halt_reset_days=7))
-    execution = execution or BacktestConfig()
+    execution = execution or ExecutionConfig()
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
     bars_per_year = float(pd.Timedelta(days=365) / bar)
     frames, sources = load_backtest_frames(settings, chosen_symbols, start, end)
@@ -539,7 +539,7 @@ def _study_notes(
 def _select_fuser(
     selection: BacktestInputs,
     base: DecisionConfig,
-    execution: BacktestConfig,
+    execution: ExecutionConfig,
     grid: list[tuple[FuserMode, float]],
     bars_per_year: float,
 ) -> tuple[list[dict[str, Any]], FuserConfig]:
@@ -574,7 +574,7 @@ def _log_study(
     rejections: dict[str, int],
     binding: dict[str, dict[str, int]],
     config: DecisionConfig,
-    execution: BacktestConfig,
+    execution: ExecutionConfig,
     out_dir: Path,
 ) -> str:
     """One MLflow run in ``sextant-backtest`` with everything the report shows; returns its id."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sextant.backtest.engine import (
     DECISION_FIELDS,
     STRATEGIES,
-    BacktestConfig,
     BacktestInputs,
     BacktestResult,
     run_backtest,
@@ -16,7 +15,6 @@ from sextant.backtest.engine import (
 __all__ = [
     "DECISION_FIELDS",
     "STRATEGIES",
-    "BacktestConfig",
     "BacktestInputs",
     "BacktestResult",
     "run_backtest",

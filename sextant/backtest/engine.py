@@ -9,8 +9,7 @@ fused strategy and its baselines (TA-only, ML-only, buy-and-hold) on the same in
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,14 +27,16 @@ from sextant.decision._kernels import (
 )
 from sextant.decision.config import DecisionConfig
 from sextant.decision.risk import initial_risk_state
-from sextant.errors import ConfigError, DataValidationError
+from sextant.errors import DataValidationError
+from sextant.execution import _kernels as k
+from sextant.execution.config import ExecutionConfig
+from sextant.execution.records import fill_frame, trade_frame
 from sextant.ta._jit import FloatArray
 from sextant.timeframes import timeframe_to_timedelta
 
 __all__ = [
     "DECISION_FIELDS",
     "STRATEGIES",
-    "BacktestConfig",
     "BacktestInputs",
     "BacktestResult",
     "run_backtest",
@@ -49,73 +50,7 @@ _NS_PER_DAY = 86_400 * 10**9
 # The [bar, symbol] matrices of BacktestInputs: prices, model outputs, then optional funding
 _PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 _MODEL_FIELDS = ("p_xgb", "p_lstm", "garch_variance", "var_quantile")
-_MATRIX_FIELDS = (*_PRICE_FIELDS, *_MODEL_FIELDS, "funding_rate")
-
-
-def _positive(name: str, value: object, *, zero_ok: bool = True, upper: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"BacktestConfig.{name} must be a number, got {value!r}")
-    ok = (value >= 0 if zero_ok else value > 0) and value <= upper and math.isfinite(value)
-    if not ok:
-        bound = ">= 0" if zero_ok else "> 0"
-        if math.isfinite(upper):
-            bound += f" and <= {upper}"
-        raise ConfigError(f"BacktestConfig.{name} must be finite and {bound}, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestConfig:
-    """Execution and accounting assumptions (fees are fractions of notional)."""
-
-    initial_equity: float = 100_000.0
-    taker_fee: float = 0.0005  # market orders: entries, exits, stops (Binance USD-M default)
-    maker_fee: float = 0.0002  # limit orders: take profits
-    slippage_base_bps: float = 1.0
-    slippage_vol_bps: float = 1.0  # extra bps per 1 % of natr_14
-    slippage_size_k: float = 0.1  # extra fraction per unit of order notional / bar volume notional
-    max_slippage_bps: float = 100.0
-    volume_window: int = 24  # bars of the volume-notional EMA
-    take_profit_maker: bool = True
-    apply_funding: bool = True  # perpetual funding on open positions at settlement bars
-
-    def __post_init__(self) -> None:
-        _positive("initial_equity", self.initial_equity, zero_ok=False)
-        _positive("taker_fee", self.taker_fee, upper=0.1)
-        _positive("maker_fee", self.maker_fee, upper=0.1)
-        _positive("slippage_base_bps", self.slippage_base_bps, upper=10_000)
-        _positive("slippage_vol_bps", self.slippage_vol_bps, upper=10_000)
-        _positive("slippage_size_k", self.slippage_size_k, upper=100)
-        _positive("max_slippage_bps", self.max_slippage_bps, upper=10_000)
-        if isinstance(self.volume_window, bool) or not isinstance(self.volume_window, int):
-            raise ConfigError(
-                f"BacktestConfig.volume_window must be an integer, got {self.volume_window!r}"
-            )
-        if self.volume_window < 1:
-            raise ConfigError(
-                f"BacktestConfig.volume_window must be >= 1, got {self.volume_window}"
-            )
-        for name in ("take_profit_maker", "apply_funding"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"BacktestConfig.{name} must be true or false")
-
-    def to_array(self) -> FloatArray:
-        """The loop's layout (``BT_*`` indices)."""
-        a = np.zeros(_loop.BT_SIZE, dtype=np.float64)
-        a[_loop.BT_INITIAL] = self.initial_equity
-        a[_loop.BT_TAKER] = self.taker_fee
-        a[_loop.BT_MAKER] = self.maker_fee
-        a[_loop.BT_SLIP_BASE] = self.slippage_base_bps
-        a[_loop.BT_SLIP_VOL] = self.slippage_vol_bps
-        a[_loop.BT_SLIP_SIZE] = self.slippage_size_k
-        a[_loop.BT_SLIP_MAX] = self.max_slippage_bps
-        a[_loop.BT_VOL_ALPHA] = 2.0 / (self.volume_window + 1.0)
-        a[_loop.BT_TP_MAKER] = 1.0 if self.take_profit_maker else 0.0
-        a[_loop.BT_FUNDING] = 1.0 if self.apply_funding else 0.0
-        return a
-
-    def as_dict(self) -> dict[str, Any]:
-        """Field values by name (for MLflow params)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+_MATRIX_FIELDS = (*_PRICE_FIELDS, *_MODEL_FIELDS, "funding_rate", "feature_age")
 
 
 def _matrix(name: str, values: Any, shape: tuple[int, ...]) -> FloatArray:
@@ -133,7 +68,9 @@ class BacktestInputs:
     ``features`` is [bar, symbol, feature] in ``FEATURES_USED`` order; ``p_xgb``/``p_lstm`` are
     out-of-fold P(up) (NaN where none); ``garch_variance`` is the one-step variance per bar;
     ``var_quantile`` the unit-variance innovation quantile at 99 %; ``funding_rate`` the rate
-    settling at the bar's open (NaN or 0 where none).
+    settling at the bar's open (NaN or 0 where none). ``feature_age`` (bars the decision's
+    features lag the bar; 0 when fresh, NaN when unknown) and ``model_error`` (a model call failed
+    at that bar) are what the gate saw live; replays of history default to 0 and False.
     """
 
     symbols: tuple[str, ...]
@@ -150,6 +87,9 @@ class BacktestInputs:
     garch_variance: FloatArray
     var_quantile: FloatArray
     funding_rate: FloatArray
+    # None: fresh features and no model error at every bar (set to those arrays on init)
+    feature_age: FloatArray = None  # type: ignore[assignment]
+    model_error: npt.NDArray[np.bool_] = None  # type: ignore[assignment]
     day: npt.NDArray[np.int64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +104,18 @@ class BacktestInputs:
                 f"symbols must be distinct and non-empty: {self.symbols}", field="symbols"
             )
         shape = (len(self.index), len(self.symbols))
+        if self.feature_age is None:
+            object.__setattr__(self, "feature_age", np.zeros(shape))
+        if self.model_error is None:
+            object.__setattr__(self, "model_error", np.zeros(shape, dtype=np.bool_))
+        errors = np.asarray(self.model_error)
+        if errors.dtype != np.bool_ or errors.shape != shape:
+            raise DataValidationError(
+                f"model_error must be a boolean array of shape {shape}, got {errors.dtype} "
+                f"{errors.shape}",
+                field="model_error",
+            )
+        object.__setattr__(self, "model_error", np.ascontiguousarray(errors))
         for name in _MATRIX_FIELDS:
             object.__setattr__(self, name, _matrix(name, getattr(self, name), shape))
         object.__setattr__(
@@ -220,6 +172,7 @@ class BacktestInputs:
                 "var_quantile",
             )
             self._fail(np.isinf(self.funding_rate), "funding_rate is infinite", "funding_rate")
+            self._fail(self.feature_age < 0, "feature_age is negative", "feature_age")
 
     @property
     def bar_close(self) -> pd.DatetimeIndex:
@@ -231,7 +184,8 @@ class BacktestInputs:
         """Align per-symbol frames indexed by bar open time (UTC) on the union of their bars.
 
         Each frame needs open, high, low, close, volume, the ``FEATURES_USED`` columns, p_xgb,
-        p_lstm, garch_variance and var_quantile; funding_rate is optional (0 when absent).
+        p_lstm, garch_variance and var_quantile; funding_rate and feature_age are optional (0
+        when absent), model_error too (False when absent).
         """
         needed = (*_PRICE_FIELDS, *FEATURES_USED, *_MODEL_FIELDS)
         for symbol, frame in frames.items():
@@ -265,6 +219,7 @@ class BacktestInputs:
             index=index,
             timeframe=timeframe,
             features=features,
+            model_error=np.nan_to_num(stack("model_error")) != 0.0,  # a gap row: no error
             **{name: stack(name) for name in _MATRIX_FIELDS},
         )
 
@@ -275,6 +230,7 @@ class BacktestInputs:
             index=self.index[:bars],
             timeframe=self.timeframe,
             features=self.features[:bars],
+            model_error=self.model_error[:bars],
             **{name: getattr(self, name)[:bars] for name in _MATRIX_FIELDS},
         )
 
@@ -307,6 +263,7 @@ class BacktestResult:
     funding: pd.DataFrame
     decisions: FloatArray
     trades: pd.DataFrame
+    fills: pd.DataFrame
     rejections: dict[str, int]
     config_hash: str
 
@@ -379,6 +336,7 @@ def _result(
     initial: float,
     arrays: dict[str, FloatArray],
     trades: pd.DataFrame,
+    fills: pd.DataFrame,
     rejections: dict[str, int],
     config_hash: str,
 ) -> BacktestResult:
@@ -404,54 +362,30 @@ def _result(
         funding=pd.DataFrame(arrays["funding"], index=labels, columns=columns),
         decisions=arrays["decisions"],
         trades=trades,
+        fills=fills,
         rejections=rejections,
         config_hash=config_hash,
     )
 
 
-def _trade_frame(inputs: BacktestInputs, records: FloatArray) -> pd.DataFrame:
-    r = records
-    entry_qty = r[:, _loop.TR_ENTRY_QTY]
-    exit_qty = r[:, _loop.TR_EXIT_QTY]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        entry_price = r[:, _loop.TR_ENTRY_NOTIONAL] / entry_qty
-        exit_price = r[:, _loop.TR_EXIT_NOTIONAL] / exit_qty
-    entry_bar = r[:, _loop.TR_ENTRY_BAR].astype(np.int64)
-    exit_bar = r[:, _loop.TR_EXIT_BAR].astype(np.int64)
-    pnl = r[:, _loop.TR_GROSS] - r[:, _loop.TR_FEES] - r[:, _loop.TR_FUNDING]
-    return pd.DataFrame(
-        {
-            "symbol": pd.Series(
-                [inputs.symbols[int(i)] for i in r[:, _loop.TR_SYMBOL]], dtype=object
-            ),
-            "side": np.where(r[:, _loop.TR_SIDE] > 0, "LONG", "SHORT").astype(object),
-            "entry_ts": inputs.index[entry_bar],
-            "exit_ts": inputs.index[exit_bar],
-            "bars_held": exit_bar - entry_bar,
-            "units": r[:, _loop.TR_MAX_UNITS],
-            "entry_price": entry_price,
-            "exit_price": exit_price,
-            "gross_pnl": r[:, _loop.TR_GROSS],
-            "fees": r[:, _loop.TR_FEES],
-            "funding": r[:, _loop.TR_FUNDING],
-            "pnl": pnl,
-            "return_pct": pnl / r[:, _loop.TR_ENTRY_NOTIONAL] * 100.0,
-            "reason": pd.Series(
-                [_loop.EXIT_REASONS[int(i)] for i in r[:, _loop.TR_REASON]], dtype=object
-            ),
-        }
-    )
+def _bar_open(inputs: BacktestInputs) -> Callable[[npt.NDArray[np.int64]], pd.DatetimeIndex]:
+    """Bar numbers of a backtest (positions in its index) -> bar open times."""
+
+    def bar_open(bars: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
+        return inputs.index[bars]
+
+    return bar_open
 
 
 def run_backtest(
     inputs: BacktestInputs,
     config: DecisionConfig,
-    backtest: BacktestConfig | None = None,
+    backtest: ExecutionConfig | None = None,
     *,
     strategy: str = "fused",
 ) -> BacktestResult:
     """Replay ``config``'s decisions over ``inputs`` (fills at the next open) and account for them."""
-    bt = backtest or BacktestConfig()
+    bt = backtest or ExecutionConfig()
     _check_predictions(inputs, config)
     loop, fingerprint = _loop.compiled_loop()
     n_bars, n_symbols = inputs.close.shape
@@ -467,8 +401,12 @@ def run_backtest(
         "decisions": np.empty((n_bars, n_symbols, _loop.D_SIZE)),
     }
     rejections = np.zeros(N_CHECKS)
-    trades = np.empty((n_bars * n_symbols + n_symbols, _loop.TR_SIZE))
-    acct = np.zeros(_loop.AC_SIZE)
+    # room for what the kernels can add: one trade and two fills per symbol and bar
+    trades = np.empty((n_bars * n_symbols + n_symbols, k.TR_SIZE))
+    fills = np.empty((2 * n_bars * n_symbols + n_symbols, k.FL_SIZE))
+    sym = np.empty((n_symbols, k.SS_SIZE))
+    acct = np.zeros(k.AC_SIZE)
+    build = np.zeros(1)
     risk_state = initial_risk_state(config.risk)
     loop(
         inputs.day,
@@ -483,6 +421,8 @@ def run_backtest(
         inputs.garch_variance,
         inputs.var_quantile,
         inputs.funding_rate,
+        inputs.feature_age,
+        inputs.model_error,
         config.fuser.to_array(),
         config.sizing.to_array(),
         config.risk.to_array(),
@@ -498,33 +438,37 @@ def run_backtest(
         arrays["funding"],
         arrays["decisions"],
         rejections,
-        trades,
+        sym,
         acct,
+        trades,
+        fills,
+        build,
     )
-    if acct[_loop.AC_BUILD] != fingerprint:
+    if build[0] != fingerprint:
         raise RuntimeError("the backtest loop ran with stale decision kernels; clear numba caches")
-    n_trades = int(acct[_loop.AC_TRADES])
+    bar_open = _bar_open(inputs)
     counts = {code: int(rejections[i]) for i, code in enumerate(CHECK_CODES)}
     return _result(
         strategy,
         inputs,
         bt.initial_equity,
         arrays,
-        _trade_frame(inputs, trades[:n_trades]),
+        trade_frame(trades[: int(acct[k.AC_TRADES])], inputs.symbols, bar_open),
+        fill_frame(fills[: int(acct[k.AC_FILLS])], inputs.symbols, bar_open),
         counts,
         config.config_hash(),
     )
 
 
 def run_buy_and_hold(
-    inputs: BacktestInputs, backtest: BacktestConfig | None = None
+    inputs: BacktestInputs, backtest: ExecutionConfig | None = None
 ) -> BacktestResult:
     """Baseline: equal spot allocation per symbol at its first open, sold at the last close.
 
     Both orders pay the taker fee and the base slippage. Not the decision logic, so a plain
     vectorized path; spot holdings pay no funding.
     """
-    bt = backtest or BacktestConfig()
+    bt = backtest or ExecutionConfig()
     n_bars, n_symbols = inputs.close.shape
     allocation = bt.initial_equity / n_symbols
     units = np.zeros((n_bars, n_symbols))
@@ -534,6 +478,7 @@ def run_buy_and_hold(
     realized = np.zeros(n_bars)
     marks = pd.DataFrame(inputs.close).ffill().to_numpy()
     records = []
+    fill_records = []
     for s in range(n_symbols):
         valid = np.flatnonzero(inputs.open[:, s] > 0)
         if len(valid) == 0:
@@ -567,9 +512,11 @@ def run_buy_and_hold(
                 qty * (exit_price - price),
                 fee + exit_fee,
                 0.0,
-                _loop.EXIT_END_OF_BACKTEST,
+                k.EXIT_END,
             ]
         )
+        fill_records.append([t0, s, qty, price, fee, k.FK_ORDER])
+        fill_records.append([n_bars - 1, s, -qty, exit_price, exit_fee, k.FK_LIQUIDATION])
     value = np.nansum(units * np.nan_to_num(marks), axis=1)
     arrays = {
         "equity": cash + value,
@@ -582,20 +529,23 @@ def run_buy_and_hold(
         "funding": np.zeros((n_bars, n_symbols)),
         "decisions": np.full((n_bars, n_symbols, _loop.D_SIZE), np.nan),
     }
-    table = np.array(records, dtype=np.float64).reshape(-1, _loop.TR_SIZE)
+    table = np.array(records, dtype=np.float64).reshape(-1, k.TR_SIZE)
+    fill_table = np.array(fill_records, dtype=np.float64).reshape(-1, k.FL_SIZE)
+    bar_open = _bar_open(inputs)
     return _result(
         "buy_and_hold",
         inputs,
         bt.initial_equity,
         arrays,
-        _trade_frame(inputs, table),
+        trade_frame(table, inputs.symbols, bar_open),
+        fill_frame(fill_table, inputs.symbols, bar_open),
         dict.fromkeys(CHECK_CODES, 0),
         "buy_and_hold",
     )
 
 
 def run_strategies(
-    inputs: BacktestInputs, config: DecisionConfig, backtest: BacktestConfig | None = None
+    inputs: BacktestInputs, config: DecisionConfig, backtest: ExecutionConfig | None = None
 ) -> dict[str, BacktestResult]:
     """The fused strategy and its baselines on the same inputs, keyed by ``STRATEGIES`` names."""
     return {

@@ -3,6 +3,7 @@ invariants on random bars; no look-ahead and live parity on real BTC/ETH candles
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from sextant import ta
 from sextant.backtest import (
     DECISION_FIELDS,
     STRATEGIES,
-    BacktestConfig,
     BacktestInputs,
     BacktestResult,
     run_backtest,
@@ -33,6 +33,7 @@ from sextant.decision import (
     decide,
 )
 from sextant.errors import DataValidationError
+from sextant.execution import ExecutionConfig
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 FIELD = {name: i for i, name in enumerate(DECISION_FIELDS)}
@@ -48,7 +49,7 @@ HAND_CONFIG = DecisionConfig.from_dict(
         "risk": {"var_limit": 0.5},
     }
 )
-HAND_BT = BacktestConfig(
+HAND_BT = ExecutionConfig(
     initial_equity=100_000.0,
     taker_fee=0.001,
     maker_fee=0.0005,
@@ -347,7 +348,7 @@ def test_accounting_and_gate_invariants_hold_on_random_bars(
         }
     )
     taker, maker, slip_bps, size_k = fees
-    backtest = BacktestConfig(
+    backtest = ExecutionConfig(
         taker_fee=taker, maker_fee=maker, slippage_base_bps=slip_bps, slippage_size_k=size_k
     )
     # Act
@@ -595,3 +596,53 @@ def test_corrupt_inputs_are_refused_naming_symbol_and_time(change: object, messa
     # Act / Assert
     with pytest.raises(DataValidationError, match=message):
         inputs.truncated(3)
+
+
+# --- replayed feature age and model errors --------------------------------------------------------
+
+
+def test_a_stale_stretch_in_the_data_replays_as_stale_features_flats() -> None:
+    # Arrange: a long signal at every close; the features lag 3 bars at the first three closes
+    bars = [ENTRY, FILL, FILL, FILL, FILL, FILL]
+    fresh = hand_inputs(bars)
+    fresh.p_xgb[:] = fresh.p_lstm[:] = 0.9
+    age = np.zeros((len(bars), 1))
+    age[:3] = 3.0  # > max_feature_age_bars (1)
+    stale = dataclasses.replace(fresh, feature_age=age)
+    # Act
+    result = run_backtest(stale, HAND_CONFIG, HAND_BT)
+    # Assert: no new risk while stale (STALE_FEATURES), the entry at the first fresh close
+    approved = result.decision_frame("approved").iloc[:, 0].tolist()
+    proposed = result.decision_frame("proposed").iloc[:, 0].tolist()
+    assert approved[:3] == [0.0, 0.0, 0.0] and proposed[:3] == [0.5, 0.5, 0.5]
+    assert approved[3] == 0.5
+    assert result.rejections["STALE_FEATURES"] == 3
+    assert result.trades.entry_ts.tolist() == [result.index[4]]
+    assert run_backtest(fresh, HAND_CONFIG, HAND_BT).trades.entry_ts.tolist() == [result.index[1]]
+
+
+def test_replayed_model_errors_trip_the_circuit_breaker() -> None:
+    # Arrange: long at every close; model calls fail at closes 1, 2 and 3 (3 in a row trips)
+    bars = [ENTRY, FILL, FILL, FILL, FILL, FILL]
+    inputs = hand_inputs(bars)
+    inputs.p_xgb[:] = inputs.p_lstm[:] = 0.9
+    errors = np.zeros((len(bars), 1), dtype=bool)
+    errors[1:4] = True
+    failing = dataclasses.replace(inputs, model_error=errors)
+    # Act
+    result = run_backtest(failing, HAND_CONFIG, HAND_BT)
+    # Assert: HALTED from the third error on, flat; the position closed with reason RISK
+    assert result.trading_state.tolist()[:3] == ["ACTIVE", "ACTIVE", "ACTIVE"]
+    assert result.trading_state.tolist()[3:] == ["HALTED", "HALTED", "HALTED"]
+    assert result.decision_frame("approved").iloc[3:, 0].tolist() == [0.0, 0.0, 0.0]
+    assert result.trades.reason.tolist()[0] == "RISK"
+
+
+def test_model_error_must_be_a_boolean_matrix_of_the_bars() -> None:
+    # Arrange
+    inputs = hand_inputs([ENTRY, FILL])
+    # Act / Assert
+    with pytest.raises(DataValidationError, match="model_error must be a boolean array"):
+        dataclasses.replace(inputs, model_error=np.zeros((2, 1)))  # type: ignore[arg-type]  # the bad input
+    with pytest.raises(DataValidationError, match="feature_age is negative"):
+        dataclasses.replace(inputs, feature_age=np.full((2, 1), -1.0))

@@ -1,0 +1,114 @@
+"""Paper trading over recorded bars: the live decision path (``decide``) with a ``PaperBroker``.
+
+``replay`` walks a window of history the way the service walks live bars: at each bar the broker
+fills the orders of the previous close and marks the books; then each symbol is decided at the
+close through ``sextant.decision.decide`` (the function the online service calls) and its order
+submitted. With the same inputs this is the backtest, decision for decision and fill for fill;
+``tests/serving/test_paper.py`` holds the two equal. ``on_bar`` receives every step, so a caller can
+record it (the decisions store writes each bar's decisions with the books and the gate's state in
+one transaction) and resume after a restart from what it recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sextant.backtest.engine import BacktestInputs
+from sextant.decision import (
+    FEATURES_USED,
+    Decision,
+    DecisionConfig,
+    ModelOutputs,
+    RiskGate,
+    decide,
+)
+from sextant.execution import BarReport, Candle, PaperBroker
+
+__all__ = ["PaperStep", "replay"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaperStep:
+    """One bar of a paper run: its position in the window, what it filled, what was decided."""
+
+    bar: int
+    report: BarReport
+    decisions: tuple[Decision, ...]
+    broker: PaperBroker
+    gate: RiskGate
+
+
+def _candles(inputs: BacktestInputs, t: int) -> dict[str, Candle]:
+    candles = {}
+    for s, symbol in enumerate(inputs.symbols):
+        if inputs.open[t, s] > 0:
+            candles[symbol] = Candle(
+                open=float(inputs.open[t, s]),
+                high=float(inputs.high[t, s]),
+                low=float(inputs.low[t, s]),
+                close=float(inputs.close[t, s]),
+                volume=float(inputs.volume[t, s]),
+            )
+    return candles
+
+
+def _funding(inputs: BacktestInputs, t: int) -> Mapping[str, float]:
+    return {
+        symbol: float(inputs.funding_rate[t, s])
+        for s, symbol in enumerate(inputs.symbols)
+        if inputs.funding_rate[t, s] == inputs.funding_rate[t, s]
+    }
+
+
+def replay(
+    inputs: BacktestInputs,
+    config: DecisionConfig,
+    broker: PaperBroker,
+    gate: RiskGate,
+    *,
+    start: int = 0,
+    on_bar: Callable[[PaperStep], None] | None = None,
+    close_at_end: bool = True,
+) -> BarReport | None:
+    """Paper-trade bars ``start`` .. end of ``inputs`` through ``broker`` and ``gate``.
+
+    ``broker`` and ``gate`` carry the state from bar ``start - 1`` (fresh ones for ``start=0``,
+    restored ones to resume). Returns the final liquidation's report when ``close_at_end``.
+    """
+    closes = inputs.bar_close
+    for t in range(start, len(inputs.index)):
+        report = broker.on_bar(
+            inputs.index[t].to_pydatetime(), _candles(inputs, t), _funding(inputs, t)
+        )
+        ts = closes[t].to_pydatetime()
+        decisions = []
+        for s, symbol in enumerate(inputs.symbols):
+            price = float(inputs.close[t, s])
+            if not price > 0:
+                continue
+            if not broker.equity > 0:
+                broker.flatten(symbol)
+                continue
+            decision = decide(
+                symbol,
+                ts,
+                dict(zip(FEATURES_USED, inputs.features[t, s].tolist(), strict=True)),
+                ModelOutputs(
+                    p_xgb=float(inputs.p_xgb[t, s]),
+                    p_lstm=float(inputs.p_lstm[t, s]),
+                    garch_variance=float(inputs.garch_variance[t, s]),
+                    var_quantile=float(inputs.var_quantile[t, s]),
+                ),
+                broker.portfolio(),
+                config,
+                gate,
+                price=price,
+                feature_age_bars=float(inputs.feature_age[t, s]),
+                model_error=bool(inputs.model_error[t, s]),
+            )
+            broker.submit(decision)
+            decisions.append(decision)
+        if on_bar is not None:
+            on_bar(PaperStep(t, report, tuple(decisions), broker, gate))
+    return broker.close_all() if close_at_end else None
