@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "ModelUnavailableError",
+    "RecordConflictError",
     "SextantError",
     "SourceRequestError",
     "SourceUnavailableError",
@@ -46,6 +47,20 @@ class DataValidationError(SextantError):
         if origin:
             parts.append(f"input={origin}")
         super().__init__(" | ".join(parts))
+
+
+class RecordConflictError(DataValidationError):
+    """A write contradicts a record already stored under the same id (a decision re-made for a
+    recorded bar with different content).
+
+    Recovery: the stored record stands (it was acknowledged and may have been acted on) and the
+    whole write is rolled back, so do not act on the new one; resume from the stored state,
+    after the latest recorded bar.
+    """
+
+    def __init__(self, message: str, *, record_id: str, origin: str | None = None):
+        self.record_id = record_id
+        super().__init__(message, origin=origin, field="id")
 
 
 class SourceUnavailableError(SextantError):

@@ -32,7 +32,8 @@ class StatePaths:
 
     @property
     def decisions_db(self) -> Path:
-        return self.home / "decisions.duckdb"
+        """The decisions store (SQLite, WAL mode): shared by the service and its readers."""
+        return self.home / "decisions.sqlite"
 
     @property
     def reports_dir(self) -> Path:

@@ -1,0 +1,579 @@
+"""The decisions store: decision records, each account's paper portfolio and risk-gate state.
+
+One repository over one database that several processes share: the service writes while the
+CLI, the explainer and the web page read (DESIGN.md, "State on disk"). The default is SQLite in
+WAL mode at ``<SEXTANT_HOME>/decisions.sqlite``: a reader never blocks the writer and only ever
+sees committed transactions. Tables, durability and the PostgreSQL path: docs/decisions_store.md.
+
+- ``record`` writes one bar's decisions (one per symbol) together with the account's portfolio
+  snapshot and risk-gate state in ONE transaction, and returns only after the commit: a
+  returned call is an acknowledged write, which a ``kill -9`` of the process cannot undo.
+- Every decision has a stable id derived from (account, symbol, bar ts), so a decision re-made
+  for a recorded bar is recognised: identical content is a no-op, other content is a
+  ``RecordConflictError`` naming the id, and the whole write is rolled back.
+- Non-finite floats (NaN, ±inf) are stored as JSON ``null``, so records and portfolio
+  snapshots read back with ``None`` where the writer had NaN (strict JSON, which PostgreSQL's
+  ``jsonb`` and browsers accept too). The gate state, a vector of floats, reads back with NaN.
+
+The hot path talks to ``sqlite3`` (DB-API) directly: SQLAlchemy Core costs about 50 µs per
+statement on the project's machines, as much as the rest of a write (see the docs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, NoReturn, Self
+
+import orjson
+
+from sextant.decision import Decision, RiskConfig, RiskGate, TradingState
+from sextant.errors import (
+    ConfigError,
+    DataValidationError,
+    RecordConflictError,
+    SourceUnavailableError,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AccountState",
+    "DecisionsStore",
+    "Recorded",
+    "Synchronous",
+    "decision_id",
+]
+
+SCHEMA_VERSION: Final = 1
+Synchronous = Literal["NORMAL", "FULL"]
+
+# The schema uses only types and statements that PostgreSQL accepts as written (TEXT columns,
+# INSERT ... ON CONFLICT ... DO UPDATE SET x = excluded.x); timestamps are fixed-width UTC
+# ISO-8601 text, which sorts in time order on both engines. JSON columns hold strict JSON.
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS store_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS decisions (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        action TEXT NOT NULL,
+        trading_state TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    )""",
+    # every query is "newest first, maybe within a time range"; accounts and symbols are few and
+    # filtered on the way (a second index would cost a page write per decision)
+    "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts)",
+    """CREATE TABLE IF NOT EXISTS account_state (
+        account TEXT PRIMARY KEY,
+        as_of TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        portfolio TEXT,
+        gate_state TEXT,
+        trading_state TEXT
+    )""",
+)
+_INSERT_VERSION: Final = (
+    "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
+)
+_SELECT_VERSION: Final = "SELECT value FROM store_meta WHERE key = 'schema_version'"
+_INSERT_DECISION: Final = (
+    "INSERT INTO decisions (id, account, ts, symbol, action, trading_state, config_hash,"
+    " recorded_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_SELECT_RECORD: Final = "SELECT record FROM decisions WHERE id = ?"
+# a portfolio or gate left out of a write (None) keeps its stored value
+_UPSERT_STATE: Final = (
+    "INSERT INTO account_state (account, as_of, updated_at, portfolio, gate_state, trading_state)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET"
+    " as_of = excluded.as_of, updated_at = excluded.updated_at,"
+    " portfolio = COALESCE(excluded.portfolio, account_state.portfolio),"
+    " gate_state = COALESCE(excluded.gate_state, account_state.gate_state),"
+    " trading_state = COALESCE(excluded.trading_state, account_state.trading_state)"
+)
+_SELECT_STATE: Final = (
+    "SELECT account, as_of, updated_at, portfolio, gate_state, trading_state"
+    " FROM account_state WHERE account = ?"
+)
+
+_JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars too; NaN/inf become null
+# SQLite checkpoints the WAL into the database inside whichever commit crosses this many pages
+# (a few ms); set well above SQLite's 1,000 so that the service's own ``checkpoint()`` between
+# bars does that work off the decision path, and this stays a safety net
+_AUTOCHECKPOINT_PAGES: Final = 8_192
+_WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # the WAL file shrinks back to this after a reset
+
+
+def _utc_text(ts: datetime, what: str) -> str:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise DataValidationError(f"{what} {ts} is naive; the store needs tz-aware UTC", field=what)
+    # fixed width (``2024-03-01T12:00:00.000000+00:00``), so text order is time order
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def decision_id(account: str, symbol: str, ts: datetime) -> str:
+    """Stable id of the decision for ``symbol`` at bar close ``ts`` in ``account``.
+
+    ``<bar close, UTC>-<16 hex digits of a hash of all three>``: the same bar gets the same id
+    after a restart, and ids sort by time (which also keeps the primary key's writes local).
+    """
+    return _decision_id(account, symbol, _utc_text(ts, "ts"))
+
+
+def _decision_id(account: str, symbol: str, bar: str) -> str:
+    digest = hashlib.blake2b("\x1f".join((account, symbol, bar)).encode(), digest_size=8)
+    return (
+        f"{bar[:4]}{bar[5:7]}{bar[8:10]}T{bar[11:13]}{bar[14:16]}{bar[17:19]}Z-{digest.hexdigest()}"
+    )
+
+
+def _json(value: object, what: str) -> str:
+    try:
+        return orjson.dumps(value, option=_JSON_OPTIONS).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError: an unsupported type or a non-str key
+        raise DataValidationError(f"{what} is not JSON-serialisable: {exc}", field=what) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record`` wrote: the batch's ids, and how many of them were new.
+
+    ``inserted == 0`` with ids: the bar was already recorded with identical decisions, so the
+    call changed nothing (the stored portfolio and gate state stand).
+    """
+
+    ids: tuple[str, ...]
+    inserted: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account's latest stored state: portfolio snapshot and risk-gate state, as of a bar.
+
+    ``portfolio`` is the mapping the paper broker wrote (NaN came back as None); ``gate_state``
+    is ``RiskGate.state_vector()`` (NaN preserved). Either is None until first written.
+    """
+
+    account: str
+    as_of: datetime
+    updated_at: datetime
+    portfolio: dict[str, Any] | None
+    gate_state: tuple[float, ...] | None
+    trading_state: TradingState | None
+
+    def risk_gate(self, config: RiskConfig) -> RiskGate | None:
+        """The stored gate resumed under ``config`` (a HALTED gate comes back HALTED)."""
+        if self.gate_state is None:
+            return None
+        return RiskGate.restore(config, self.gate_state)
+
+
+def _location(location: str | Path) -> Path:
+    """A filesystem path from a path or a ``sqlite:///`` URL; other engines are refused."""
+    if isinstance(location, Path):
+        return location
+    if location.startswith("sqlite:///"):
+        return Path(location.removeprefix("sqlite:///"))
+    scheme, sep, _ = location.partition("://")
+    if sep:
+        raise ConfigError(
+            f"decisions store URL scheme {scheme!r} is not supported yet; use sqlite:///<path> "
+            "(PostgreSQL comes with the scale-out profile, docs/decisions_store.md)"
+        )
+    return Path(location)
+
+
+class DecisionsStore:
+    """Repository of the decisions store; open with ``DecisionsStore.open(path_or_url)``.
+
+    One object may be shared by threads (calls are serialised); each process opens its own.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+        self._con = connection
+        self._path = path
+        self._readonly = readonly
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(
+        cls,
+        location: str | Path,
+        *,
+        readonly: bool = False,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_s: float = 5.0,
+    ) -> DecisionsStore:
+        """Open (and on first use create) the store at a path or ``sqlite:///<path>`` URL.
+
+        ``readonly``: for readers (CLI, explainer, web page): creates nothing, refuses writes,
+        and needs the store to exist. ``synchronous``: ``NORMAL`` (default) makes a commit
+        survive a killed process; ``FULL`` also a power loss, at an fsync per commit.
+        ``busy_timeout_s``: how long a call waits for another process's lock before it fails.
+        """
+        path = _location(location)
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if not (math.isfinite(busy_timeout_s) and busy_timeout_s > 0):
+            raise ConfigError(f"busy_timeout_s must be positive, got {busy_timeout_s!r}")
+        if readonly and not path.is_file():
+            raise ConfigError(
+                f"no decisions store at {path}: nothing has been recorded under this home yet"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode (isolation_level=None): every transaction is an explicit BEGIN/COMMIT
+        con = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        store = cls(con, path, readonly=readonly)
+        try:
+            store._configure(synchronous, busy_timeout_s)
+        except BaseException:
+            con.close()
+            raise
+        return store
+
+    def _configure(self, synchronous: Synchronous, busy_timeout_s: float) -> None:
+        con = self._con
+        try:
+            con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if self._readonly:
+                con.execute("PRAGMA query_only = ON")
+            else:
+                # WAL is a property of the file (readers inherit it); the rest is per connection
+                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise ConfigError(f"decisions store {self._path}: WAL mode refused ({mode})")
+                con.execute(f"PRAGMA synchronous = {synchronous}")
+                con.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+                con.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA:
+                        con.execute(statement)
+                    con.execute(_INSERT_VERSION, (str(SCHEMA_VERSION),))
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            row = con.execute(_SELECT_VERSION).fetchone()
+        except sqlite3.OperationalError as exc:
+            if self._readonly and "no such table" in str(exc):
+                raise ConfigError(f"{self._path} is not a decisions store (no schema)") from exc
+            self._reraise(exc)
+        except sqlite3.DatabaseError as exc:  # "file is not a database" and the like
+            raise ConfigError(f"{self._path} is not a usable decisions store: {exc}") from exc
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"decisions store {self._path} has schema version {version}; this sextant reads "
+                f"up to {SCHEMA_VERSION}: upgrade sextant"
+            )
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def record(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        account: str,
+        portfolio: Mapping[str, Any] | None = None,
+        gate: RiskGate | None = None,
+        as_of: datetime | None = None,
+    ) -> Recorded:
+        """Store one bar's decisions with the account's portfolio and gate state, in one
+        transaction; returns after the commit (the write is then acknowledged).
+
+        ``decisions``: one bar, at most one per symbol (may be empty to store state alone).
+        ``portfolio``: the broker's JSON-serialisable snapshot; ``gate``: its state is stored;
+        either left None keeps what is stored. ``as_of``: the bar the state is as of (defaults
+        to the decisions' bar; must equal it). A bar already recorded with identical decisions
+        changes nothing; with other content, ``RecordConflictError`` and nothing is written.
+        """
+        if self._readonly:
+            raise ConfigError(f"decisions store {self._path} was opened read-only")
+        if not isinstance(account, str) or not account:
+            raise DataValidationError(
+                f"account must be a non-empty string, got {account!r}", field="account"
+            )
+        if not decisions and portfolio is None and gate is None:
+            raise DataValidationError("nothing to record: no decisions, portfolio or gate")
+        written_at = _now_text()
+        rows, bar = self._decision_rows(decisions, account, written_at)
+        if as_of is not None:
+            as_of_text = _utc_text(as_of, "as_of")
+            if bar is not None and as_of_text != bar:
+                raise DataValidationError(
+                    f"as_of {as_of} differs from the decisions' bar {decisions[0].ts}",
+                    field="as_of",
+                )
+        elif bar is not None:
+            as_of_text = bar
+        else:
+            raise DataValidationError("record without decisions needs as_of", field="as_of")
+        state = None
+        if portfolio is not None or gate is not None:
+            state = (
+                account,
+                as_of_text,
+                written_at,
+                None if portfolio is None else self._portfolio_json(portfolio),
+                None if gate is None else _json(gate.state_vector(), "gate_state"),
+                None if gate is None else gate.state.value,
+            )
+        return self._write(rows, state)
+
+    @staticmethod
+    def _portfolio_json(portfolio: Mapping[str, Any]) -> str:
+        if not isinstance(portfolio, Mapping):
+            raise DataValidationError(
+                f"portfolio must be a mapping, got {type(portfolio).__name__}", field="portfolio"
+            )
+        return _json(dict(portfolio), "portfolio")
+
+    @staticmethod
+    def _decision_rows(
+        decisions: Sequence[Decision], account: str, recorded_at: str
+    ) -> tuple[list[tuple[str, ...]], str | None]:
+        rows: list[tuple[str, ...]] = []
+        bar: str | None = None
+        symbols: set[str] = set()
+        for decision in decisions:
+            if not isinstance(decision, Decision):
+                raise DataValidationError(
+                    f"expected a Decision, got {type(decision).__name__}", field="decisions"
+                )
+            ts = _utc_text(decision.ts, "ts")
+            if bar is None:
+                bar = ts
+            elif ts != bar:
+                raise DataValidationError(
+                    f"one record call holds one bar: {decisions[0].ts} and {decision.ts}",
+                    field="ts",
+                )
+            if decision.symbol in symbols:
+                raise DataValidationError(
+                    f"two decisions for {decision.symbol} at {decision.ts}", field="symbol"
+                )
+            symbols.add(decision.symbol)
+            ident = _decision_id(account, decision.symbol, ts)
+            record = {"id": ident, "account": account, **decision.as_record()}
+            rows.append(
+                (
+                    ident,
+                    account,
+                    ts,
+                    decision.symbol,
+                    decision.action.value,
+                    decision.risk.state.value,
+                    decision.config_hash,
+                    recorded_at,
+                    _json(record, f"decision {ident}"),
+                )
+            )
+        return rows, bar
+
+    def _write(self, rows: list[tuple[str, ...]], state: tuple[str | None, ...] | None) -> Recorded:
+        with self._lock:
+            con = self._con
+            if con.in_transaction:
+                raise RuntimeError("record() inside snapshot(): a snapshot is for reads only")
+            try:
+                # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not at
+                # the first write, where a concurrent writer would fail the transaction
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    inserted = 0
+                    for row in rows:
+                        if con.execute(_INSERT_DECISION, row).rowcount:
+                            inserted += 1
+                        else:
+                            self._check_replay(row)
+                    # a bar replayed in full changes nothing: its state was stored with it
+                    if state is not None and (inserted or not rows):
+                        con.execute(_UPSERT_STATE, state)
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                self._reraise(exc)
+        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted)
+
+    def _check_replay(self, row: tuple[str, ...]) -> None:
+        ident, new = row[0], row[-1]
+        stored = self._con.execute(_SELECT_RECORD, (ident,)).fetchone()[0]
+        if stored != new and orjson.loads(stored) != orjson.loads(new):
+            raise RecordConflictError(
+                f"decision {ident} ({row[3]} at {row[2]}, account {row[1]}) is already recorded "
+                "with other content; the stored one stands",
+                record_id=ident,
+                origin=str(self._path),
+            )
+
+    def checkpoint(self) -> int:
+        """Copy committed WAL pages into the database file, without blocking anyone.
+
+        Call it when idle (the service: after a bar's writes, while it waits for the next
+        close); writes then never pay for it. Returns the WAL pages still not copied (a reader
+        holding an older snapshot can keep some back until the next call).
+        """
+        if self._readonly:
+            return 0
+        with self._lock:
+            try:
+                _, frames, copied = self._con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                self._reraise(exc)
+        return max(int(frames) - int(copied), 0)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Self]:
+        """Make the reads inside one consistent view of the store (one read transaction)."""
+        with self._lock:
+            if self._con.in_transaction:  # nested: the outer snapshot already holds the view
+                yield self
+                return
+            self._execute("BEGIN")
+            try:
+                yield self
+            finally:
+                if self._con.in_transaction:
+                    self._con.execute("COMMIT")
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        """The decision record with this id (``as_record()`` plus id and account), or None."""
+        rows = self._query(_SELECT_RECORD, (decision_id,))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def latest(
+        self,
+        n: int = 20,
+        *,
+        account: str | None = None,
+        symbol: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to ``n`` decision records, newest bar first; ``start <= ts < end`` when given."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataValidationError(f"n must be a non-negative integer, got {n!r}", field="n")
+        where, params = self._filters(account, symbol, start, end)
+        rows = self._query(
+            f"SELECT record FROM decisions{where} ORDER BY ts DESC, symbol, account LIMIT ?",
+            (*params, n),
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    def count(
+        self,
+        *,
+        account: str | None = None,
+        symbol: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        """How many decisions are stored (with the filters of ``latest``)."""
+        where, params = self._filters(account, symbol, start, end)
+        return int(self._query(f"SELECT COUNT(*) FROM decisions{where}", params)[0][0])
+
+    def account_state(self, account: str) -> AccountState | None:
+        """The account's stored portfolio and gate state, or None before its first write."""
+        rows = self._query(_SELECT_STATE, (account,))
+        if not rows:
+            return None
+        name, as_of, updated_at, portfolio, gate_state, trading_state = rows[0]
+        vector = None
+        if gate_state is not None:
+            vector = tuple(math.nan if x is None else float(x) for x in orjson.loads(gate_state))
+        return AccountState(
+            account=name,
+            as_of=datetime.fromisoformat(as_of),
+            updated_at=datetime.fromisoformat(updated_at),
+            portfolio=None if portfolio is None else orjson.loads(portfolio),
+            gate_state=vector,
+            trading_state=None if trading_state is None else TradingState(trading_state),
+        )
+
+    @staticmethod
+    def _filters(
+        account: str | None, symbol: str | None, start: datetime | None, end: datetime | None
+    ) -> tuple[str, tuple[str, ...]]:
+        clauses: list[str] = []
+        params: list[str] = []
+        for clause, value in (("account = ?", account), ("symbol = ?", symbol)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if start is not None:
+            clauses.append("ts >= ?")
+            params.append(_utc_text(start, "start"))
+        if end is not None:
+            clauses.append("ts < ?")
+            params.append(_utc_text(end, "end"))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
+        with self._lock:
+            try:
+                return self._con.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                self._reraise(exc)
+
+    def _execute(self, sql: str) -> None:
+        try:
+            self._con.execute(sql)
+        except sqlite3.OperationalError as exc:
+            self._reraise(exc)
+
+    def _reraise(self, exc: sqlite3.OperationalError) -> NoReturn:
+        """A lock held past the busy timeout is transient; anything else is not ours to hide."""
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            raise SourceUnavailableError(
+                f"decisions store {self._path} is busy: {message}"
+            ) from exc
+        raise exc
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (the last one to close folds the WAL into the database)."""
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

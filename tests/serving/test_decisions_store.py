@@ -1,0 +1,436 @@
+"""The decisions store: round trips of real decisions, stable ids, one transaction per write."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.decisions_store import SCHEMA_VERSION, DecisionsStore, decision_id
+from sextant.decision import Decision, ModelOutputs, PortfolioState, RiskGate, TradingState, decide
+from sextant.errors import (
+    ConfigError,
+    DataValidationError,
+    RecordConflictError,
+    SourceUnavailableError,
+)
+from sextant.paths import StatePaths
+from tests.serving.store_writer import ACCOUNT, CONFIG, FEATURES, MODELS, bar_ts
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+
+
+def make_decision(
+    symbol: str,
+    bar: int,
+    gate: RiskGate | None = None,
+    *,
+    equity: float = 100_000.0,
+    models: ModelOutputs = MODELS,
+    price: float = 100.0,
+) -> Decision:
+    return decide(
+        symbol,
+        bar_ts(bar),
+        FEATURES,
+        models,
+        PortfolioState(equity, {}),
+        CONFIG,
+        gate or RiskGate(CONFIG.risk),
+        price=price,
+        model_versions={"xgb": "3", "lstm": "2"},
+    )
+
+
+def nulls(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (what the store reads back)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: nulls(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [nulls(v) for v in value]
+    return value
+
+
+def stored_form(decision: Decision, account: str = ACCOUNT) -> dict[str, Any]:
+    """The record as the store gives it back: id and account first, NaN as None."""
+    ident = decision_id(account, decision.symbol, decision.ts)
+    stored: dict[str, Any] = nulls({"id": ident, "account": account, **decision.as_record()})
+    return stored
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return StatePaths(tmp_path / "home").decisions_db
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[DecisionsStore]:
+    with DecisionsStore.open(db) as opened:
+        yield opened
+
+
+def test_a_decision_round_trips_with_its_id_and_account(store: DecisionsStore) -> None:
+    # Arrange: a real decision, with NaN inputs (no LSTM) and NaN outputs (no stop on a HOLD)
+    decision = make_decision(BTC, 0, models=replace(MODELS, p_lstm=math.nan))
+    assert math.isnan(decision.as_record()["models"]["p_lstm"])
+
+    # Act
+    written = store.record([decision], account=ACCOUNT)
+    read = store.get(written.ids[0])
+
+    # Assert
+    assert written.inserted == 1 and written.ids == (decision_id(ACCOUNT, BTC, decision.ts),)
+    assert read == stored_form(decision)
+    assert read is not None and read["models"]["p_lstm"] is None
+    assert read["risk_checks"] == nulls(decision.as_record()["risk_checks"])
+    assert store.get("no-such-id") is None
+
+
+def test_non_finite_floats_read_back_as_null_except_in_the_gate_state(
+    store: DecisionsStore,
+) -> None:
+    # Arrange: a fresh gate's state vector holds NaN (no peak equity yet)
+    gate = RiskGate(CONFIG.risk)
+    portfolio = {"cash": 1.0, "stop": math.nan, "take_profit": math.inf, "orders": [-math.inf]}
+
+    # Act
+    store.record([], account=ACCOUNT, portfolio=portfolio, gate=gate, as_of=bar_ts(0))
+    state = store.account_state(ACCOUNT)
+
+    # Assert
+    assert state is not None and state.as_of == bar_ts(0)
+    assert state.portfolio == {"cash": 1.0, "stop": None, "take_profit": None, "orders": [None]}
+    assert state.gate_state is not None
+    assert len(state.gate_state) == len(gate.state_vector())
+    assert all(
+        (math.isnan(a) and math.isnan(b)) or a == b
+        for a, b in zip(state.gate_state, gate.state_vector(), strict=True)
+    )
+    assert state.trading_state is TradingState.ACTIVE
+
+
+def test_decision_ids_are_stable_per_account_symbol_and_bar() -> None:
+    ts = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    same_instant = ts.astimezone(timezone(timedelta(hours=2)))
+
+    ident = decision_id(ACCOUNT, BTC, ts)
+
+    assert ident == decision_id(ACCOUNT, BTC, same_instant)
+    assert ident.startswith("20240301T120000Z-")
+    others = {
+        decision_id("live", BTC, ts),
+        decision_id(ACCOUNT, ETH, ts),
+        decision_id(ACCOUNT, BTC, ts + timedelta(minutes=1)),
+    }
+    assert ident not in others and len(others) == 3
+    with pytest.raises(DataValidationError, match="naive"):
+        decision_id(ACCOUNT, BTC, datetime(2024, 3, 1, 12))
+
+
+def test_recording_a_bar_again_with_identical_decisions_changes_nothing(
+    store: DecisionsStore,
+) -> None:
+    # Arrange
+    gate = RiskGate(CONFIG.risk)
+    decisions = [make_decision(BTC, 0, gate), make_decision(ETH, 0, gate)]
+    first = store.record(decisions, account=ACCOUNT, portfolio={"n": 1}, gate=gate)
+
+    # Act: a restarted service records the same bar again, with a state that moved on
+    again = store.record(decisions, account=ACCOUNT, portfolio={"n": 2}, gate=RiskGate(CONFIG.risk))
+
+    # Assert
+    assert again.ids == first.ids and (first.inserted, again.inserted) == (2, 0)
+    assert store.count() == 2
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"n": 1}
+
+
+def test_another_decision_for_a_recorded_bar_is_a_conflict_naming_its_id(
+    store: DecisionsStore,
+) -> None:
+    # Arrange
+    recorded = make_decision(BTC, 0, price=100.0)
+    ident = store.record([recorded], account=ACCOUNT, portfolio={"n": 1}).ids[0]
+    remade = make_decision(BTC, 0, price=101.0)
+
+    # Act
+    with pytest.raises(RecordConflictError, match=ident) as caught:
+        store.record([remade], account=ACCOUNT, portfolio={"n": 2})
+
+    # Assert: the stored decision and state stand
+    assert caught.value.record_id == ident and caught.value.field == "id"
+    assert isinstance(caught.value, DataValidationError)
+    assert store.get(ident) == stored_form(recorded)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"n": 1}
+
+
+def test_a_conflict_in_a_batch_leaves_nothing_of_the_batch(store: DecisionsStore) -> None:
+    # Arrange: BTC of bar 0 is recorded; the new batch adds ETH but remakes BTC differently
+    store.record([make_decision(BTC, 0, price=100.0)], account=ACCOUNT, portfolio={"n": 1})
+    batch = [make_decision(ETH, 0), make_decision(BTC, 0, price=101.0)]
+
+    # Act
+    with pytest.raises(RecordConflictError):
+        store.record(batch, account=ACCOUNT, portfolio={"n": 2})
+
+    # Assert: ETH, inserted before the conflict showed, was rolled back with the rest
+    assert store.count() == 1 and store.count(symbol=ETH) == 0
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"n": 1}
+
+
+def test_a_failure_in_the_middle_of_a_write_leaves_nothing_of_it(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: the state write fails inside the transaction, after the decision's insert
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute(
+            "CREATE TRIGGER fail_state BEFORE INSERT ON account_state "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+    decision = make_decision(BTC, 0)
+
+    # Act
+    with pytest.raises(sqlite3.IntegrityError, match="injected failure"):
+        store.record([decision], account=ACCOUNT, portfolio={"n": 1})
+
+    # Assert: no decision, no state; the store keeps working once the fault is gone
+    assert store.count() == 0 and store.account_state(ACCOUNT) is None
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("DROP TRIGGER fail_state")
+    assert store.record([decision], account=ACCOUNT, portfolio={"n": 1}).inserted == 1
+
+
+def test_latest_returns_newest_first_with_filters(store: DecisionsStore) -> None:
+    # Arrange: 3 bars x 2 symbols in one account, 1 bar in another
+    gate = RiskGate(CONFIG.risk)
+    for bar in range(3):
+        store.record(
+            [make_decision(BTC, bar, gate), make_decision(ETH, bar, gate)], account=ACCOUNT
+        )
+    store.record([make_decision(BTC, 5)], account="live")
+
+    # Act
+    newest = store.latest(3)
+    btc_paper = store.latest(10, account=ACCOUNT, symbol=BTC)
+    window = store.latest(10, account=ACCOUNT, start=bar_ts(1), end=bar_ts(2))
+
+    # Assert
+    assert [(r["account"], r["symbol"], r["ts"]) for r in newest] == [
+        ("live", BTC, bar_ts(5).isoformat()),
+        (ACCOUNT, BTC, bar_ts(2).isoformat()),
+        (ACCOUNT, ETH, bar_ts(2).isoformat()),
+    ]
+    assert [r["ts"] for r in btc_paper] == [bar_ts(b).isoformat() for b in (2, 1, 0)]
+    assert {(r["symbol"], r["ts"]) for r in window} == {
+        (BTC, bar_ts(1).isoformat()),
+        (ETH, bar_ts(1).isoformat()),
+    }
+    assert store.count() == 7 and store.count(account=ACCOUNT) == 6
+    assert store.count(account=ACCOUNT, symbol=ETH, start=bar_ts(1)) == 2
+    assert store.latest(0) == []
+
+
+def test_a_halted_gate_is_halted_again_after_reopening(db: Path) -> None:
+    # Arrange: a 3 % fall through decide() trips the 1 % daily loss and 2 % hard drawdown
+    gate = RiskGate(CONFIG.risk)
+    with DecisionsStore.open(db) as store:
+        store.record([make_decision(BTC, 0, gate)], account=ACCOUNT, gate=gate, portfolio={})
+        halted = make_decision(BTC, 1, gate, equity=97_000.0)
+        store.record([halted], account=ACCOUNT, gate=gate, portfolio={})
+    assert gate.state is TradingState.HALTED
+
+    # Act
+    with DecisionsStore.open(db, readonly=True) as reader:
+        state = reader.account_state(ACCOUNT)
+        record = reader.get(decision_id(ACCOUNT, BTC, bar_ts(1)))
+    assert state is not None
+    restored = state.risk_gate(CONFIG.risk)
+
+    # Assert
+    assert restored is not None and restored.state is TradingState.HALTED
+    assert restored.status() == gate.status()
+    assert state.trading_state is TradingState.HALTED
+    assert record is not None and record["trading_state"] == "HALTED"
+    later = make_decision(BTC, 2, restored, equity=97_000.0)
+    assert later.risk.state is TradingState.HALTED and later.target_fraction == 0.0
+
+
+def test_state_left_out_of_a_write_keeps_its_stored_value(store: DecisionsStore) -> None:
+    gate = RiskGate(CONFIG.risk)
+    store.record([make_decision(BTC, 0, gate)], account=ACCOUNT, portfolio={"n": 1}, gate=gate)
+
+    store.record([make_decision(BTC, 1, gate)], account=ACCOUNT, portfolio={"n": 2})
+
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"n": 2} and state.as_of == bar_ts(1)
+    assert state.gate_state is not None and state.trading_state is TradingState.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s: s.record([make_decision(BTC, 0)], account=""), "account"),
+        (lambda s: s.record([], account=ACCOUNT), None),
+        (lambda s: s.record([], account=ACCOUNT, portfolio={}), "as_of"),
+        (
+            lambda s: s.record([], account=ACCOUNT, portfolio={}, as_of=datetime(2024, 3, 1)),
+            "as_of",
+        ),
+        (
+            lambda s: s.record([make_decision(BTC, 0)], account=ACCOUNT, as_of=bar_ts(1)),
+            "as_of",
+        ),
+        (lambda s: s.record([make_decision(BTC, 0), make_decision(ETH, 1)], account=ACCOUNT), "ts"),
+        (
+            lambda s: s.record([make_decision(BTC, 0), make_decision(BTC, 0)], account=ACCOUNT),
+            "symbol",
+        ),
+        (lambda s: s.record([{"symbol": BTC}], account=ACCOUNT), "decisions"),
+        (
+            lambda s: s.record([make_decision(BTC, 0)], account=ACCOUNT, portfolio={"x": object()}),
+            "portfolio",
+        ),
+        (lambda s: s.record([make_decision(BTC, 0)], account=ACCOUNT, portfolio=[1]), "portfolio"),
+        (lambda s: s.latest(-1), "n"),
+        (lambda s: s.latest(5, start=datetime(2024, 3, 1)), "start"),
+    ],
+)
+def test_bad_input_is_refused_naming_it_and_nothing_is_stored(
+    store: DecisionsStore, call: Any, field: str | None
+) -> None:
+    store.record([make_decision(BTC, 9)], account=ACCOUNT, portfolio={"n": 1})
+
+    with pytest.raises(DataValidationError) as caught:
+        call(store)
+
+    assert caught.value.field == field
+    assert store.count() == 1
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"n": 1}
+
+
+def test_the_schema_is_created_once_in_wal_mode_with_a_version(db: Path) -> None:
+    # Act: open twice (the second open finds everything in place)
+    with DecisionsStore.open(db) as store:
+        store.record([make_decision(BTC, 0)], account=ACCOUNT)
+    with DecisionsStore.open(db) as store:
+        count = store.count()
+
+    # Assert
+    with closing(sqlite3.connect(db, isolation_level=None)) as raw:
+        mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+        version = raw.execute("SELECT value FROM store_meta").fetchall()
+    assert count == 1 and mode == "wal" and version == [(str(SCHEMA_VERSION),)]
+
+
+def test_a_store_from_a_newer_sextant_is_refused(db: Path) -> None:
+    DecisionsStore.open(db).close()
+    with closing(sqlite3.connect(db, isolation_level=None)) as raw:
+        raw.execute("UPDATE store_meta SET value = ?", (str(SCHEMA_VERSION + 1),))
+
+    with pytest.raises(ConfigError, match="schema version"):
+        DecisionsStore.open(db)
+    with pytest.raises(ConfigError, match="schema version"):
+        DecisionsStore.open(db, readonly=True)
+
+
+def test_a_reader_creates_nothing_and_writes_nothing(db: Path) -> None:
+    with pytest.raises(ConfigError, match="no decisions store"):
+        DecisionsStore.open(db, readonly=True)
+    assert not db.exists()
+
+    DecisionsStore.open(db).close()
+    with (
+        DecisionsStore.open(db, readonly=True) as reader,
+        pytest.raises(ConfigError, match="read-only"),
+    ):
+        reader.record([make_decision(BTC, 0)], account=ACCOUNT)
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "decisions.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+
+    with pytest.raises(ConfigError, match="not a usable decisions store"):
+        DecisionsStore.open(junk)
+
+
+def test_the_store_opens_from_a_url_and_refuses_other_engines(db: Path) -> None:
+    with DecisionsStore.open(f"sqlite:///{db}") as store:
+        store.record([make_decision(BTC, 0)], account=ACCOUNT)
+    assert db.is_file()
+
+    with pytest.raises(ConfigError, match="postgresql"):
+        DecisionsStore.open("postgresql://localhost/sextant")
+    with pytest.raises(ConfigError, match="synchronous"):
+        DecisionsStore.open(db, synchronous="OFF")  # type: ignore[arg-type]
+
+
+def test_full_synchronous_mode_stores_the_same(db: Path) -> None:
+    decision = make_decision(BTC, 0)
+    with DecisionsStore.open(db, synchronous="FULL") as store:
+        store.record([decision], account=ACCOUNT)
+        assert store.get(decision_id(ACCOUNT, BTC, decision.ts)) == stored_form(decision)
+
+
+def test_a_snapshot_is_one_view_while_another_connection_writes(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: bar 0 stored; a second writer connection stands in for another process
+    gate = RiskGate(CONFIG.risk)
+    store.record([make_decision(BTC, 0, gate)], account=ACCOUNT, portfolio={"n": 1})
+
+    with DecisionsStore.open(db) as writer, store.snapshot():
+        before = store.count()
+        # Act: a commit lands between two reads of one snapshot
+        writer.record([make_decision(BTC, 1, gate)], account=ACCOUNT, portfolio={"n": 2})
+        with store.snapshot():  # nested: same view
+            state = store.account_state(ACCOUNT)
+
+    # Assert: the snapshot saw the store as it was at its first read, then the new write
+    assert before == 1 and state is not None and state.portfolio == {"n": 1}
+    assert store.count() == 2
+
+
+def test_checkpoint_folds_the_wal_into_the_database(store: DecisionsStore) -> None:
+    for bar in range(5):
+        store.record([make_decision(BTC, bar)], account=ACCOUNT, portfolio={"bar": bar})
+
+    assert store.checkpoint() == 0
+    assert store.count() == 5
+
+
+def test_a_writer_locked_out_past_the_busy_timeout_gets_a_transient_error(db: Path) -> None:
+    # Arrange: another connection holds the write lock
+    DecisionsStore.open(db).close()
+    with (
+        closing(sqlite3.connect(db, isolation_level=None)) as other,
+        DecisionsStore.open(db, busy_timeout_s=0.1) as store,
+    ):
+        other.execute("BEGIN IMMEDIATE")
+
+        # Act
+        with pytest.raises(SourceUnavailableError, match=r"is busy: database is locked"):
+            store.record([make_decision(BTC, 0)], account=ACCOUNT, portfolio={"n": 1})
+        other.execute("ROLLBACK")
+
+        # Assert: nothing was written, and the store writes once the lock is free
+        assert store.count() == 0
+        assert store.record([make_decision(BTC, 0)], account=ACCOUNT).inserted == 1
+
+
+def test_a_snapshot_is_for_reads_only(store: DecisionsStore) -> None:
+    with store.snapshot(), pytest.raises(RuntimeError, match="snapshot"):
+        store.record([make_decision(BTC, 0)], account=ACCOUNT)
+    assert store.record([make_decision(BTC, 0)], account=ACCOUNT).inserted == 1
