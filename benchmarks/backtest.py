@@ -137,9 +137,7 @@ def run() -> list[Figure]:
         )
     result = run_backtest(inputs, config)
     return [
-        Figure(
-            "backtest_bars_per_s", symbol_bars / engine_best, "symbol-bars/s", "> 1.5M"
-        ),
+        Figure("backtest_bars_per_s", symbol_bars / engine_best, "symbol-bars/s", "> 1.5M"),
         Figure(
             "backtest_vectorized_bars_per_s",
             symbol_bars / reference_best,

@@ -15,6 +15,7 @@ from features.ingest.service import ingest_source
 from features.ingest.sources.files import FileSource
 from features.ingest.store import MarketStore
 from models.registry import LATENCY_BUDGET_MS
+from models.tracking import Tracking
 from models.training import TrainConfig, train_models
 from sextant.settings import load_settings
 
@@ -46,7 +47,9 @@ def run() -> list[Figure]:
         for family in ("garch", "xgb", "lstm"):
             started = time.perf_counter()
             (report,) = train_models(
-                settings, TrainConfig(families=(family,), start=START, end=END)
+                settings,
+                TrainConfig(families=(family,), start=START, end=END),
+                Tracking.from_settings(settings),
             )
             seconds = time.perf_counter() - started
             total += seconds

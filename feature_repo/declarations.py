@@ -167,18 +167,35 @@ lstm_direction_v1 = FeatureService(
 )
 garch_vol_v1 = FeatureService(
     name="garch_vol_v1",
+    features=[stat_features[["log_return_1"]]],
+    description="GARCH volatility model: the 1-bar log return it is fitted on",
+)
+# The decision's TA signal reads these, in its kernel's order (`sextant.decision.signals`)
+decision_v1 = FeatureService(
+    name="decision_v1",
     features=[
-        stat_features[["log_return_1", "realized_vol_24h", "realized_vol_7d"]],
-        ta_features[["parkinson_vol_24", "garman_klass_vol_24"]],
+        ta_features[
+            [
+                "rsi_14",
+                "macd_hist_pct",
+                "bb_percent_b_20",
+                "adx_14",
+                "ema_cross_12_26",
+                "donchian_breakout_20",
+                "natr_14",
+            ]
+        ]
     ],
-    description="GARCH volatility model: returns and realized/range volatility",
+    description="decision engine's TA signal: the rule votes' indicators",
 )
 
 
-# The online form of each service: its features packed, in the service's order, into one list
-# value per bar close (`sextant features build` writes the tables, `features/vectors.py`). Feast's
-# online read costs per feature and per view; reading one packed value is one sqlite row.
-# Each view declares its own source (Feast registers a view's source with the view).
+# The online form of each service: the last rows of its features (one row, or a model's input
+# window: `features.definitions.SERVICE_WINDOWS`) packed, oldest row first and each row in the
+# service's order, into one list value per bar close (`sextant features build` writes the tables,
+# `features/vectors.py`). Feast's online read costs per feature and per view; reading one packed
+# value is one sqlite row. Each view declares its own source (Feast registers a view's source
+# with the view).
 def _vector_view(service: FeatureService) -> FeatureView:
     name = f"{service.name}_vector"
     return FeatureView(
@@ -190,10 +207,11 @@ def _vector_view(service: FeatureService) -> FeatureView:
         source=FileSource(
             name=f"{name}_source", path=f"{name}.parquet", timestamp_field="available_at"
         ),
-        description=f"the features of {service.name}, packed in its order, as of each bar close",
+        description=f"the last rows of {service.name}'s features, packed, as of each bar close",
     )
 
 
 xgb_direction_v1_vector = _vector_view(xgb_direction_v1)
 lstm_direction_v1_vector = _vector_view(lstm_direction_v1)
 garch_vol_v1_vector = _vector_view(garch_vol_v1)
+decision_v1_vector = _vector_view(decision_v1)

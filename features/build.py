@@ -25,6 +25,7 @@ from features.definitions import (
     FEATURE_VIEWS,
     FEATURES,
     SERVICE_VECTOR_VIEWS,
+    SERVICE_WINDOWS,
     Kind,
 )
 from features.ingest.store import MarketStore
@@ -139,6 +140,7 @@ def _fingerprint(store: MarketStore, symbol: str, timeframe: str, source: str) -
             "inputs": parts,
             "defs": definitions,
             "services": FEATURE_SERVICES,
+            "windows": SERVICE_WINDOWS,  # a vector table packed with another window is refused
         },
         default=str,
     )

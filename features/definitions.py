@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from sextant.contracts import DECISION_SERVICE
 from sextant.contracts import FEATURE_SERVICES as SERVICE_OF
 from sextant.errors import ConfigError
 
@@ -23,13 +24,19 @@ __all__ = [
     "FEATURE_SERVICES",
     "FEATURE_TTL",
     "FEATURE_VIEWS",
+    "GARCH_RETURN",
+    "GARCH_WINDOW",
+    "LSTM_WINDOW",
     "SERVICE_VECTOR_VIEWS",
+    "SERVICE_WINDOWS",
     "VECTOR_FIELD",
     "FeatureDef",
     "Kind",
+    "VectorLayout",
     "by_name",
     "max_warmup",
     "service_features",
+    "vector_layout",
 ]
 
 
@@ -165,6 +172,9 @@ FEATURE_VIEWS: dict[Kind, str] = {
     Kind.ALT: "alt_features",
 }
 
+# The return series GARCH is fitted on and serving recomputes its variance from
+GARCH_RETURN = "log_return_1"
+
 # Feature services, versioned per model family: the ordered feature list a model is trained on.
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
     SERVICE_OF["xgb"]: tuple(f.name for f in FEATURES),
@@ -188,21 +198,64 @@ FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
         "funding_rate",
         "fng_value",
     ),
-    SERVICE_OF["garch"]: (
-        "log_return_1",
-        "realized_vol_24h",
-        "realized_vol_7d",
-        "parkinson_vol_24",
-        "garman_klass_vol_24",
+    # GARCH is fitted on the return series alone (`models.data.symbol_returns`)
+    SERVICE_OF["garch"]: (GARCH_RETURN,),
+    # The decision's TA signal: its rule inputs in the order its kernel reads them,
+    # `sextant.decision.signals.FEATURES_USED` (a test holds them equal; not imported: that loads
+    # the decision core and numba, about 0.7 s, for a list of names)
+    DECISION_SERVICE: (
+        "rsi_14",
+        "macd_hist_pct",
+        "bb_percent_b_20",
+        "adx_14",
+        "ema_cross_12_26",
+        "donchian_breakout_20",
+        "natr_14",
     ),
 }
 
-
 # The online form of each service: one view per service whose single feature, VECTOR_FIELD, packs
-# the service's features in the order above, as of each bar close (`features.vectors`). Feast's
-# online read costs per feature and per view; one packed value is one sqlite row to read.
+# the service's features as of each bar close (`features.vectors`). Feast's online read costs per
+# feature and per view; one packed value is one sqlite row to read. A vector holds the service's
+# last `SERVICE_WINDOWS[service]` rows (`VectorLayout`), so one read per symbol gives a sequence
+# model its whole input and lets serving advance GARCH's variance to the latest bar.
 VECTOR_FIELD = "vector"
 SERVICE_VECTOR_VIEWS: dict[str, str] = {s: f"{s}_vector" for s in FEATURE_SERVICES}
+
+# The LSTM reads its last `seq_len` rows (`models.lstm.LstmConfig`, 48 by default): the window
+# holds that many; a model with a shorter `seq_len` reads the window's tail.
+LSTM_WINDOW = 48
+# GARCH: serving recomputes the conditional variance from the last GARCH_WINDOW returns with the
+# registered parameters (`features.online.garch_variance`). The recursion forgets its start as
+# beta**n over n returns: fits on hourly BTC/ETH 2023 give beta 0.63-0.84, and beta <= 0.95 gives
+# beta**336 < 3.3e-8, far below the parity tolerance (`features.online.GARCH_VARIANCE_TOLERANCE`).
+GARCH_WINDOW = 336  # two weeks of hourly bars
+SERVICE_WINDOWS: dict[str, int] = {
+    SERVICE_OF["xgb"]: 1,
+    SERVICE_OF["lstm"]: LSTM_WINDOW,
+    SERVICE_OF["garch"]: GARCH_WINDOW,
+    DECISION_SERVICE: 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VectorLayout:
+    """What one online vector holds: the last ``window`` bar rows of ``features``, row-major.
+
+    Rows run oldest first, so the vector's own bar is the last row: value ``k * len(features) + j``
+    is feature ``j`` in the row ``window - 1 - k`` rows before it. Rows are the symbol's bar
+    closes, so across a candle gap a window spans more wall-clock time; rows before the symbol's
+    first bar are NaN. Each row is the point-in-time row of its bar close: the training frame's.
+    """
+
+    features: tuple[str, ...]
+    window: int
+
+    @property
+    def size(self) -> int:
+        """Values in one vector."""
+        return self.window * len(self.features)
+
 
 # How far back a point-in-time join reaches from an entity time (Feast view TTL). Two days is the
 # longest staleness any feature's own rule allows (Fear & Greed: at most 48 h old); the Feast
@@ -222,6 +275,11 @@ def service_features(service: str) -> tuple[str, ...]:
     except KeyError:
         known = ", ".join(sorted(FEATURE_SERVICES))
         raise ConfigError(f"unknown feature service {service!r}; known: {known}") from None
+
+
+def vector_layout(service: str) -> VectorLayout:
+    """The online vector layout of a feature service; ConfigError names the known services."""
+    return VectorLayout(service_features(service), SERVICE_WINDOWS[service])
 
 
 def max_warmup() -> int:

@@ -1,8 +1,10 @@
 """Feast read/write helpers: apply the declarations, materialize, point-in-time training frames, online reads.
 
-Everything follows the active home: the registry and the sqlite online store live under
-`<home>/feast/`, the parquet tables (written by `sextant features build`) under
-`<home>/features/`. `feast` is imported lazily: importing it costs seconds and sets environment
+Everything follows the active home: the registry lives under `<home>/feast/`, the parquet
+tables (written by `sextant features build`) under `<home>/features/`. The online and offline
+stores are settings (``SEXTANT_FEAST_ONLINE_STORE``, ``SEXTANT_FEAST_OFFLINE_STORE``, each a
+``feature_store.yaml`` block as JSON); by default a sqlite online store under `<home>/feast/`
+and the duckdb offline store, so nothing needs a server. `feast` is imported lazily: importing it costs seconds and sets environment
 variables (prometheus multiprocess directory), which importing this module must not do.
 """
 
@@ -29,11 +31,13 @@ from features.definitions import (
     Kind,
     by_name,
     service_features,
+    vector_layout,
 )
 from features.feast_declarations import Declarations, load_declarations
-from features.vectors import packed_features
+from features.online import unpack_vectors
+from features.vectors import packed_layout
+from sextant.contracts import ONLINE_SERVICES
 from sextant.errors import ConfigError, DataValidationError
-from sextant.paths import StatePaths
 from sextant.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,6 +50,7 @@ __all__ = [
     "feast_config",
     "materialize",
     "online_features",
+    "online_store_block",
     "training_frame",
 ]
 
@@ -62,19 +67,28 @@ _ROW = "__entity_row"  # restores the caller's row order: Feast returns rows in 
 
 @dataclass(frozen=True, slots=True)
 class OnlineVectors:
-    """A service's latest online features per symbol, and the bar close each row describes."""
+    """A service's online vector per symbol, unpacked, and the bar close each one describes."""
 
     service: str
     symbols: tuple[str, ...]
     features: tuple[str, ...]
-    values: np.ndarray  # symbols x features, float64, NaN where a value is null
+    # symbols x window rows x features, float64, oldest row first (`VectorLayout`); NaN where a
+    # value is null or the row lies before the symbol's first bar
+    window: np.ndarray
     as_of: tuple[pd.Timestamp | None, ...]  # the vector's available_at (bar close), UTC
 
+    @property
+    def values(self) -> np.ndarray:
+        """The latest row per symbol (symbols x features): the bar close ``as_of`` names."""
+        latest: np.ndarray = self.window[:, -1, :]
+        return latest
+
     def to_json(self) -> dict[str, Any]:
-        """The `sextant features online --json` record (NaN is null)."""
+        """The `sextant features online --json` record: the latest row (NaN is null)."""
         return {
             "service": self.service,
             "features": list(self.features),
+            "window": int(self.window.shape[1]),
             "rows": [
                 {
                     "symbol": symbol,
@@ -112,16 +126,34 @@ class ViewReport:
         }
 
 
-def feast_config(paths: StatePaths) -> RepoConfig:
-    """Feast configuration of one home: file registry, sqlite online store, duckdb offline store."""
+def online_store_block(settings: Settings) -> dict[str, Any]:
+    """The settings' Feast online store block; a sqlite store without a path lives in the home."""
+    block: dict[str, Any] = dict(settings.feast_online_store)
+    if block["type"] == "sqlite":
+        block.setdefault("path", str(settings.paths.feast_dir / "online.db"))
+    return block
+
+
+def _online_store_name(settings: Settings) -> str:
+    """Where online reads come from, for error messages: a sqlite path, else the store's type."""
+    block = online_store_block(settings)
+    return str(block["path"]) if block["type"] == "sqlite" else f"{block['type']} online store"
+
+
+def feast_config(settings: Settings) -> RepoConfig:
+    """Feast configuration of one home: file registry under it, online and offline stores as set.
+
+    What ``feature_store.yaml`` would hold, built in Python so that paths follow the home.
+    """
     from feast import RepoConfig
 
+    paths = settings.paths
     return RepoConfig(
         project="sextant",
         provider="local",
         registry=str(paths.feast_dir / "registry.db"),
-        online_store={"type": "sqlite", "path": str(paths.feast_dir / "online.db")},
-        offline_store={"type": "duckdb"},
+        online_store=online_store_block(settings),
+        offline_store=dict(settings.feast_offline_store),
         entity_key_serialization_version=3,  # 0.67's default; lower versions are deprecated
         repo_path=str(paths.feast_dir),
     )
@@ -134,6 +166,7 @@ class FeastStore:
     """
 
     def __init__(self, settings: Settings, *, repo_dir: Path | None = None) -> None:
+        self.settings = settings
         self.paths = settings.paths
         self._repo_dir = repo_dir
         self._declarations: Declarations | None = None
@@ -154,7 +187,7 @@ class FeastStore:
         if self._store is None:
             from feast import FeatureStore
 
-            self._store = FeatureStore(config=feast_config(self.paths))
+            self._store = FeatureStore(config=feast_config(self.settings))
         return self._store
 
     def table_path(self, view: str) -> Path:
@@ -164,6 +197,9 @@ class FeastStore:
     def apply(self) -> None:
         """Register the declarations (idempotent); re-run whenever the home moves."""
         self.paths.feast_dir.mkdir(parents=True, exist_ok=True)
+        online = online_store_block(self.settings)
+        if online["type"] == "sqlite":  # sqlite creates its file, not the directory
+            Path(str(online["path"])).parent.mkdir(parents=True, exist_ok=True)
         self.store.apply(self.declarations.all())
         self._services.clear()
         self._vector_refs.clear()
@@ -193,15 +229,15 @@ class FeastStore:
         return [self._materialize_view(v, tables[v.name], end) for v in self.declarations.views]
 
     def _check_vector_layouts(self, tables: dict[str, pd.DataFrame]) -> None:
-        """Refuse a vector table packed for another feature list than its service's (stale build)."""
+        """Refuse a vector table packed for another layout than its service's (stale build)."""
         for service, view in SERVICE_VECTOR_VIEWS.items():
             if view not in tables:
                 continue
-            packed = packed_features(self.table_path(view))
-            if packed != service_features(service):
+            packed = packed_layout(self.table_path(view))
+            if packed != vector_layout(service):
                 raise DataValidationError(
-                    f"vector table of {service!r} was packed for other features than the "
-                    f"service lists now; {BUILD_HINT}",
+                    f"vector table of {service!r} was packed for other features or another "
+                    f"window than the service's now; {BUILD_HINT}",
                     origin=str(self.table_path(view)),
                     field=VECTOR_FIELD,
                 )
@@ -294,7 +330,10 @@ class FeastStore:
         return result[[*ENTITY_COLUMNS, *names]].astype(dict.fromkeys(names, "float64"))
 
     def online_features(self, feature_service: str, symbols: Sequence[str]) -> pd.DataFrame:
-        """Latest materialized features of a service per symbol: symbol, then features in order."""
+        """Latest materialized features of a service per symbol: symbol, then features in order.
+
+        The latest row of the service's window (`online_vectors` has the whole window).
+        """
         names = _service_names(feature_service)
         frame = pd.DataFrame(self.online_array(feature_service, symbols), columns=list(names))
         frame.insert(0, "symbol", list(symbols))
@@ -306,45 +345,73 @@ class FeastStore:
         Reads the service's packed vector view (`features.vectors`): one Feast online read of
         one value per symbol, instead of one value per feature from each of the kind views.
         """
-        matrix, _ = self._read_online_vectors(feature_service, symbols)
-        return matrix
+        window, _ = self._read_online_vectors((feature_service,), symbols)[feature_service]
+        latest: np.ndarray = window[:, -1, :]
+        return latest
 
     def online_vectors(self, feature_service: str, symbols: Sequence[str]) -> OnlineVectors:
-        """`online_array` plus, per symbol, the bar close the vector describes (its freshness)."""
-        matrix, stamps = self._read_online_vectors(feature_service, symbols)
-        as_of = tuple(
-            pd.Timestamp(stamp.ToDatetime(), tz="UTC") if stamp.seconds or stamp.nanos else None
-            for stamp in stamps
-        )
-        return OnlineVectors(
-            service=feature_service,
-            symbols=tuple(symbols),
-            features=_service_names(feature_service),
-            values=matrix,
-            as_of=as_of,
-        )
+        """A service's whole online window per symbol, and the bar close it describes."""
+        return self.online_read(symbols, (feature_service,))[feature_service]
+
+    def online_read(
+        self, symbols: Sequence[str], services: Sequence[str] = ONLINE_SERVICES
+    ) -> dict[str, OnlineVectors]:
+        """Every service's online vector per symbol from one Feast read (one row per view).
+
+        By default the services the decision engine reads (`sextant.contracts.ONLINE_SERVICES`):
+        the TA signal's features, each model family's input (the LSTM's whole sequence, GARCH's
+        return window; `features.online` turns them into model inputs).
+        """
+        read = self._read_online_vectors(tuple(dict.fromkeys(services)), symbols)
+        return {
+            service: OnlineVectors(
+                service=service,
+                symbols=tuple(symbols),
+                features=_service_names(service),
+                window=window,
+                as_of=tuple(
+                    pd.Timestamp(stamp.ToDatetime(), tz="UTC")
+                    if stamp.seconds or stamp.nanos
+                    else None
+                    for stamp in stamps
+                ),
+            )
+            for service, (window, stamps) in read.items()
+        }
 
     def _read_online_vectors(
-        self, feature_service: str, symbols: Sequence[str]
-    ) -> tuple[np.ndarray, Sequence[Any]]:
-        names = _service_names(feature_service)
+        self, services: tuple[str, ...], symbols: Sequence[str]
+    ) -> dict[str, tuple[np.ndarray, Sequence[Any]]]:
+        """Per service: windows (symbols x rows x features) and each vector's event timestamp."""
+        layouts = {service: vector_layout(service) for service in services}
         if not symbols:
-            return np.empty((0, len(names))), ()
+            return {
+                service: (np.empty((0, layout.window, len(layout.features))), ())
+                for service, layout in layouts.items()
+            }
+        refs = [self._vector_ref(service) for service in services]
         response = self.store.get_online_features(
-            features=[self._vector_ref(feature_service)], entity_rows={"symbol": list(symbols)}
+            features=refs, entity_rows={"symbol": list(symbols)}, full_feature_names=True
         )
-        matrix, found, stamps = _read_vectors(
-            response.proto, feature_service, len(names), len(symbols)
-        )
-        missing = [s for s, ok in zip(symbols, found, strict=True) if not ok]
-        if missing:
-            raise DataValidationError(
-                f"no online features of {feature_service!r} for symbol(s) {', '.join(missing)}; "
-                f"{MATERIALIZE_HINT} (and {BUILD_HINT} if the symbol is new)",
-                origin=str(self.paths.feast_dir / "online.db"),
-                field="symbol",
+        read = {}
+        for service, ref in zip(services, refs, strict=True):
+            matrix, found, stamps = _read_vectors(
+                response.proto,
+                ref.replace(":", "__"),  # the response's name of a feature under full names
+                service,
+                layouts[service].size,
+                len(symbols),
             )
-        return matrix, stamps
+            missing = [s for s, ok in zip(symbols, found, strict=True) if not ok]
+            if missing:
+                raise DataValidationError(
+                    f"no online features of {service!r} for symbol(s) {', '.join(missing)}; "
+                    f"{MATERIALIZE_HINT} (and {BUILD_HINT} if the symbol is new)",
+                    origin=_online_store_name(self.settings),
+                    field="symbol",
+                )
+            read[service] = (unpack_vectors(matrix, layouts[service]), stamps)
+        return read
 
     def online_per_feature(self, feature_service: str, symbols: Sequence[str]) -> np.ndarray:
         """The service's features read one by one from the kind views (Feast's service read).
@@ -632,14 +699,15 @@ def _read_response(proto: Any, names: tuple[str, ...], rows: int) -> tuple[np.nd
 
 
 def _read_vectors(
-    proto: Any, service: str, width: int, rows: int
+    proto: Any, name: str, service: str, width: int, rows: int
 ) -> tuple[np.ndarray, list[bool], Sequence[Any]]:
-    """Packed vectors as a matrix (a null vector is a row of NaN); per row, whether it was found
-    and the vector's event timestamp (a protobuf Timestamp, zero when not found)."""
+    """Packed vectors of the response's feature ``name`` as a matrix (a null vector is a row of
+    NaN); per row, whether it was found and the vector's event timestamp (a protobuf Timestamp,
+    zero when not found)."""
     from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
     names = list(proto.metadata.feature_names.val)
-    vectors = proto.results[names.index(VECTOR_FIELD)]
+    vectors = proto.results[names.index(name)]
     matrix = np.full((rows, width), np.nan)
     found = []
     for row, (value, status) in enumerate(zip(vectors.values, vectors.statuses, strict=True)):
@@ -649,8 +717,8 @@ def _read_vectors(
             packed = value.double_list_val.val
             if len(packed) != width:
                 raise DataValidationError(
-                    f"online vector of {service!r} holds {len(packed)} values, the service has "
-                    f"{width} features; {BUILD_HINT}, then {MATERIALIZE_HINT}",
+                    f"online vector of {service!r} holds {len(packed)} values, its layout "
+                    f"{width}; {BUILD_HINT}, then {MATERIALIZE_HINT}",
                     field=VECTOR_FIELD,
                 )
             matrix[row] = packed

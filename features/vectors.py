@@ -1,21 +1,24 @@
-"""Per-service feature vectors: each model service's features packed into one list value per bar.
+"""Per-service feature vectors: each service's last rows of features packed into one list per bar.
 
 Feast's online read costs per feature and per view: about 1 ms for the 50 features of
 `xgb_direction_v1` spread over three views, most of it building one response value per feature.
 The online path of a service therefore reads a single packed feature, `<service>_vector:vector`
 (one sqlite row). `sextant features build` packs the vectors from the per-kind tables with the
 point-in-time rule Feast applies to training frames: at each bar close, every view's latest row at
-or before it, no older than the TTL. So the online vector of a bar is that bar's training row, and
-a test holds the two equal.
+or before it, no older than the TTL. A vector holds the last `window` such rows of its symbol
+(`features.definitions.VectorLayout`: one for XGBoost and the decision, the LSTM's input sequence,
+GARCH's return window), so the online vector of a bar is the training frame's rows up to that
+bar, and tests hold the two equal.
 
-Each vector table records the feature order it was packed with (parquet metadata); a table packed
-for another version of the service is refused at materialization instead of being served.
+Each vector table records the layout it was packed with (feature order and window, parquet
+metadata); a table packed for another version of the service is refused at materialization
+instead of being served.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +33,28 @@ from features.definitions import (
     SERVICE_VECTOR_VIEWS,
     VECTOR_FIELD,
     Kind,
+    VectorLayout,
     by_name,
+    vector_layout,
 )
 from sextant.errors import DataValidationError
 
 __all__ = [
     "FEATURES_METADATA_KEY",
-    "pack_service_vectors",
-    "packed_features",
+    "WINDOW_METADATA_KEY",
+    "packed_layout",
     "read_kind_tables",
     "write_service_vectors",
 ]
 
 FEATURES_METADATA_KEY = b"sextant.features"
+WINDOW_METADATA_KEY = b"sextant.window"
 KEY_COLUMNS = ("symbol", "event_ts", "available_at")
 # Views whose rows are bar closes: a vector is packed at each bar close, never at an alt-data time
 BAR_KINDS = (Kind.TA, Kind.STAT)
+# Values packed per record batch (one parquet row group): a window repeats each row `window`
+# times, so a whole windowed table held at once would cost `window` times the kind tables
+BATCH_VALUES = 1 << 22
 
 
 def read_kind_tables(features_dir: Path) -> dict[Kind, pd.DataFrame]:
@@ -62,11 +71,16 @@ def read_kind_tables(features_dir: Path) -> dict[Kind, pd.DataFrame]:
     return tables
 
 
-def pack_service_vectors(tables: Mapping[Kind, pd.DataFrame]) -> dict[str, pa.Table]:
-    """One table per service: symbol, event_ts, available_at and the packed ``vector`` per bar close."""
-    keys, columns = _as_of_bar_closes(tables)
+def write_service_vectors(
+    features_dir: Path, tables: Mapping[Kind, pd.DataFrame] | None = None
+) -> dict[str, int]:
+    """Pack and write every service's vector table (atomically); rows written per vector view."""
+    source = read_kind_tables(features_dir) if tables is None else tables
+    keys, columns = _as_of_bar_closes(source)
+    keys, columns = _by_symbol_and_time(keys, columns)
+    starts = _symbol_starts(keys["symbol"].to_numpy(dtype=object))
     features = by_name()
-    packed = {}
+    written = {}
     for service, names in FEATURE_SERVICES.items():
         for name in names:
             if name not in columns:
@@ -76,52 +90,95 @@ def pack_service_vectors(tables: Mapping[Kind, pd.DataFrame]) -> dict[str, pa.Ta
                     f"(needed by {service!r}); run `sextant features build`",
                     field=name,
                 )
-        values = np.column_stack([columns[name] for name in names])
-        if (
-            values.size >= 2**31
-        ):  # list offsets are int32 (Feast reads list<double>, not large_list)
-            raise DataValidationError(
-                f"{service!r} vectors hold {values.size} values, over the 2**31 a parquet list "
-                "column can index; build fewer symbols per home"
-            )
-        offsets = pa.array(np.arange(len(keys) + 1, dtype="int64") * len(names), type=pa.int32())
-        vectors = pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), type=pa.float64()))
-        table = pa.table(
-            {
-                "symbol": pa.array(keys["symbol"].to_numpy(dtype=object), type=pa.string()),
-                "event_ts": pa.array(keys["event_ts"]),
-                "available_at": pa.array(keys["available_at"]),
-                VECTOR_FIELD: vectors,
-            }
-        )
-        packed[service] = table.replace_schema_metadata(
-            {FEATURES_METADATA_KEY: json.dumps(list(names)).encode()}
-        )
-    return packed
-
-
-def write_service_vectors(
-    features_dir: Path, tables: Mapping[Kind, pd.DataFrame] | None = None
-) -> dict[str, int]:
-    """Pack and write every service's vector table (atomically); rows written per vector view."""
-    source = read_kind_tables(features_dir) if tables is None else tables
-    written = {}
-    for service, table in pack_service_vectors(source).items():
+        layout = vector_layout(service)
+        matrix = np.column_stack([columns[name] for name in names])
         view = SERVICE_VECTOR_VIEWS[service]
         path = features_dir / f"{view}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        # snappy: half zstd's write time on float lists, for 8% more bytes (a serving layout)
-        pq.write_table(table, tmp, compression="snappy")
+        batches = _vector_batches(keys, matrix, starts, layout)
+        first = next(batches)  # there is always one (empty for an empty table): it fixes the schema
+        # one row (snappy): half zstd's write time on float lists, for 8% more bytes (a serving
+        # layout); a window repeats its rows (zstd finds them: a tenth of snappy's bytes, and
+        # faster, where a dictionary only overflows)
+        windowed = layout.window > 1
+        with pq.ParquetWriter(
+            tmp,
+            first.schema,
+            compression="zstd" if windowed else "snappy",
+            use_dictionary=not windowed,
+        ) as writer:
+            writer.write_batch(first)
+            for batch in batches:
+                writer.write_batch(batch)
         tmp.replace(path)  # readers never see a half-written table
-        written[view] = table.num_rows
+        written[view] = len(keys)
     return written
 
 
-def packed_features(path: Path) -> tuple[str, ...] | None:
-    """The feature order a vector table was packed with (None when the table does not say)."""
+def packed_layout(path: Path) -> VectorLayout | None:
+    """The layout a vector table was packed with (None when the table does not say)."""
     metadata = pq.read_schema(path).metadata or {}
-    raw = metadata.get(FEATURES_METADATA_KEY)
-    return None if raw is None else tuple(json.loads(raw))
+    features, window = metadata.get(FEATURES_METADATA_KEY), metadata.get(WINDOW_METADATA_KEY)
+    if features is None or window is None:
+        return None
+    return VectorLayout(tuple(json.loads(features)), int(window))
+
+
+def _vector_batches(
+    keys: pd.DataFrame, matrix: np.ndarray, starts: np.ndarray, layout: VectorLayout
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of symbol, event_ts, available_at and the packed vector, rows in order.
+
+    Row i's vector is ``matrix`` rows i - window + 1 .. i flattened, NaN for the rows before its
+    symbol's first row (``starts[i]``). Always yields at least one (possibly empty) batch.
+    """
+    rows = len(keys)
+    width = layout.size
+    keyed = {
+        "symbol": pa.array(keys["symbol"].to_numpy(dtype=object), type=pa.string()),
+        "event_ts": pa.array(keys["event_ts"]),
+        "available_at": pa.array(keys["available_at"]),
+    }
+    metadata = {
+        FEATURES_METADATA_KEY: json.dumps(list(layout.features)).encode(),
+        WINDOW_METADATA_KEY: str(layout.window).encode(),
+    }
+    lags = np.arange(1 - layout.window, 1, dtype=np.int64)
+    step = max(1, BATCH_VALUES // max(width, 1))  # list offsets are int32 per batch
+    for lo in range(0, max(rows, 1), step):
+        hi = min(rows, lo + step)
+        positions = np.arange(lo, hi, dtype=np.int64)[:, None] + lags
+        values = matrix[np.maximum(positions, 0)]  # rows x window x features
+        values[positions < starts[lo:hi, None]] = np.nan
+        offsets = pa.array(np.arange(hi - lo + 1, dtype=np.int64) * width, type=pa.int32())
+        vectors = pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), type=pa.float64()))
+        columns = {name: array.slice(lo, hi - lo) for name, array in keyed.items()}
+        batch = pa.RecordBatch.from_pydict({**columns, VECTOR_FIELD: vectors})
+        yield batch.replace_schema_metadata(metadata)
+
+
+def _by_symbol_and_time(
+    keys: pd.DataFrame, columns: dict[str, np.ndarray]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Keys and columns with each symbol's rows together, oldest first (a window's precondition).
+
+    The build writes them so (a no-op then); other tables are reordered, stably.
+    """
+    order = keys.sort_values(["symbol", "available_at"], kind="stable").index.to_numpy()
+    if np.array_equal(order, np.arange(len(keys))):
+        return keys, columns
+    reordered = keys.iloc[order].reset_index(drop=True)
+    return reordered, {name: values[order] for name, values in columns.items()}
+
+
+def _symbol_starts(symbols: np.ndarray) -> np.ndarray:
+    """Per row, the position of its symbol's first row (rows grouped by symbol)."""
+    if len(symbols) == 0:
+        return np.empty(0, dtype=np.int64)
+    first = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    counts = np.diff(np.r_[first, len(symbols)])
+    starts: np.ndarray = np.repeat(first, counts).astype(np.int64)
+    return starts
 
 
 def _as_of_bar_closes(

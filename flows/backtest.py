@@ -9,6 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from models.backtest import run_backtest_study
+from models.tracking import Tracking
 from sextant.settings import load_settings
 
 __all__ = ["backtest_flow", "run_study"]
@@ -18,7 +19,9 @@ __all__ = ["backtest_flow", "run_study"]
 def run_study(home: str | None = None, fuser_mode: str | None = None) -> dict[str, Any]:
     """Selection on the earlier half, every strategy reported on the later half, logged to MLflow."""
     settings = load_settings(**({"home": Path(home)} if home else {}))
-    return run_backtest_study(settings, fuser_mode=fuser_mode).to_json()
+    return run_backtest_study(
+        settings, Tracking.from_settings(settings), fuser_mode=fuser_mode
+    ).to_json()
 
 
 @flow(name="backtest")

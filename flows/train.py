@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from models.registry import promote
-from models.tracking import use_home
+from models.tracking import Tracking
 from models.training import TrainConfig, train_models
 from sextant.settings import Settings, load_settings
 
@@ -25,7 +25,7 @@ def train_family(family: str, quick: bool, home: str | None = None) -> dict[str,
     """Walk-forward CV, final fit, ONNX parity and registration of one family."""
     settings = _settings(home)
     config = TrainConfig.quick(families=(family,)) if quick else TrainConfig(families=(family,))
-    (report,) = train_models(settings, config)
+    (report,) = train_models(settings, config, Tracking.from_settings(settings))
     return report.to_json()
 
 
@@ -33,8 +33,8 @@ def train_family(family: str, quick: bool, home: str | None = None) -> dict[str,
 def promote_models(families: list[str], home: str | None = None) -> list[dict[str, Any]]:
     """The promotion gate for each family; every decision lands in the ledger."""
     settings = _settings(home)
-    use_home(settings.paths)
-    return [d.to_json() for d in promote(settings.paths.home, tuple(families))]
+    tracking = Tracking.from_settings(settings)
+    return [d.to_json() for d in promote(tracking, settings.paths.home, tuple(families))]
 
 
 @flow(name="train")

@@ -18,7 +18,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,7 @@ from features.definitions import FEATURE_VIEWS, Kind
 from features.ingest.store import MarketStore
 from models.baselines import baseline_candidates
 from models.spans import EvaluationSpans
-from models.tracking import (
-    EXPERIMENTS,
-    config_hash,
-    ensure_experiment,
-    git_commit,
-    use_home,
-)
+from models.tracking import EXPERIMENTS, Tracking, git_commit
 from sextant.backtest.engine import (
     BacktestInputs,
     BacktestResult,
@@ -49,10 +43,17 @@ from sextant.backtest.engine import (
 )
 from sextant.backtest.metrics import performance_metrics
 from sextant.backtest.report import ReportPaths, write_report
+from sextant.config import config_hash
 from sextant.contracts import CHAMPION, DIRECTION_FAMILIES, REGISTERED_MODELS, ModelTag
 from sextant.decision._kernels import FEATURES_USED
-from sextant.decision.config import DecisionConfig, FuserConfig, FuserMode, RiskConfig
-from sextant.errors import DataValidationError
+from sextant.decision.config import (
+    DecisionConfig,
+    FuserConfig,
+    FuserMode,
+    RiskConfig,
+    SizingConfig,
+)
+from sextant.errors import ConfigError, DataValidationError
 from sextant.execution import ExecutionConfig
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
@@ -121,28 +122,20 @@ class _Predictions:
     baseline_reported: dict[str, float]  # the same of its simple baseline
 
 
-def _champion_predictions(family: str) -> _Predictions | None:
+def _champion_predictions(tracking: Tracking, family: str) -> _Predictions | None:
     """Out-of-fold predictions of the family's champion; None when it has no champion."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = MlflowClient().get_model_version_by_alias(REGISTERED_MODELS[family], CHAMPION)
-    except MlflowException:
+    version = tracking.alias_version(REGISTERED_MODELS[family], CHAMPION)
+    if version is None:
         return None
-    return _predictions_of(version, f"{version.version} ({CHAMPION})")
+    return _predictions_of(tracking, version, f"{version.version} ({CHAMPION})")
 
 
-def _predictions_of(version: Any, label: str) -> _Predictions | None:
-    import mlflow
-
+def _predictions_of(tracking: Tracking, version: Any, label: str) -> _Predictions | None:
     spans = EvaluationSpans.from_tags(version.tags)
     if spans is None:  # registered before the evaluation protocol: no selection span to respect
         log.warning("%s version %s has no evaluation spans: retrain it", version.name, label)
         return None
-    path = mlflow.artifacts.download_artifacts(
-        run_id=version.run_id, artifact_path="oof_predictions.parquet"
-    )
+    path = tracking.download(run_id=version.run_id, path="oof_predictions.parquet")
     recorded = json.loads(version.tags.get(ModelTag.BASELINE, "{}"))
     reported = json.loads(version.tags.get(ModelTag.REPORTED_METRICS, "{}"))
     return _Predictions(
@@ -155,7 +148,9 @@ def _predictions_of(version: Any, label: str) -> _Predictions | None:
     )
 
 
-def _baseline_predictions(champions: dict[str, _Predictions]) -> _Predictions | None:
+def _baseline_predictions(
+    tracking: Tracking, champions: dict[str, _Predictions]
+) -> _Predictions | None:
     """The simple baseline's predictions: from a direction champion's run, else the latest run.
 
     The baseline is not a model choice (its lag was chosen on that run's selection span), so a
@@ -164,26 +159,20 @@ def _baseline_predictions(champions: dict[str, _Predictions]) -> _Predictions | 
     for family in DIRECTION_FAMILIES:
         if family in champions:
             return champions[family]
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     latest = []
     for family in DIRECTION_FAMILIES:
-        versions = client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'")
+        versions = tracking.client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'")
         latest += [v for v in versions if EvaluationSpans.from_tags(v.tags) is not None]
     if not latest:
         return None
     newest = max(latest, key=lambda v: int(v.creation_timestamp))
-    return _predictions_of(newest, f"{newest.name} {newest.version}")
+    return _predictions_of(tracking, newest, f"{newest.name} {newest.version}")
 
 
-def direction_candidates() -> int:
+def direction_candidates(tracking: Tracking) -> int:
     """How many direction models were ever compared on a selection span (every registered version)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     return sum(
-        len(client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'"))
+        len(tracking.client.search_model_versions(f"name='{REGISTERED_MODELS[family]}'"))
         for family in DIRECTION_FAMILIES
     )
 
@@ -202,16 +191,23 @@ class BacktestSources:
 
 
 def load_backtest_frames(
-    settings: Settings, symbols: Sequence[str], start: datetime | None, end: datetime | None
+    settings: Settings,
+    tracking: Tracking,
+    symbols: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
 ) -> tuple[dict[str, pd.DataFrame], BacktestSources]:
-    """Per symbol, a frame indexed by bar open with prices, TA features, OOF outputs and funding."""
+    """Per symbol, a frame indexed by bar open with prices, TA features, OOF outputs and funding.
+
+    The predictions are the champions' (and the simple baseline's) in ``tracking``'s registry.
+    """
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
     champions = {
         family: found
         for family in ("xgb", "lstm", "garch")
-        if (found := _champion_predictions(family)) is not None
+        if (found := _champion_predictions(tracking, family)) is not None
     }
-    baseline = _baseline_predictions(champions)
+    baseline = _baseline_predictions(tracking, champions)
     if baseline is None:
         raise DataValidationError(
             "no out-of-fold predictions of xgb or lstm: run `sextant train` first"
@@ -343,6 +339,7 @@ def _sharpe(result: BacktestResult, bars_per_year: float) -> float:
 
 def run_backtest_study(
     settings: Settings,
+    tracking: Tracking,
     *,
     symbols: Sequence[str] | None = None,
     start: datetime | None = None,
@@ -351,16 +348,26 @@ def run_backtest_study(
     base: DecisionConfig | None = None,
     execution: ExecutionConfig | None = None,
 ) -> BacktestReport:
-    """Select fuser settings on the selection span, report every strategy on the reported span."""
-    use_home(settings.paths)
+    """Select fuser settings on the selection span, report every strategy on the reported span.
+
+    Champions and predictions are read from ``tracking``, and the study is logged there.
+    ``base`` must size for the settings' timeframe (its default does).
+    """
     chosen_symbols = tuple(symbols or settings.symbols)
     # The live gate keeps a drawdown halt until a person resets it; a replay has no person, so a
     # halt lifts after a week (fixed here, never tuned on the reported period).
-    base = base or DecisionConfig(risk=RiskConfig(halt_reset_days=7))
+    base = base or DecisionConfig(
+        sizing=SizingConfig(timeframe=settings.timeframe), risk=RiskConfig(halt_reset_days=7)
+    )
+    if base.sizing.timeframe != settings.timeframe:
+        raise ConfigError(
+            f"DecisionConfig.sizing.timeframe {base.sizing.timeframe!r} differs from the "
+            f"settings' timeframe {settings.timeframe!r}: sizing would annualize the wrong bars"
+        )
     execution = execution or ExecutionConfig()
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
-    bars_per_year = float(pd.Timedelta(days=365) / bar)
-    frames, sources = load_backtest_frames(settings, chosen_symbols, start, end)
+    bars_per_year = base.sizing.bars_per_year
+    frames, sources = load_backtest_frames(settings, tracking, chosen_symbols, start, end)
     first, last = _prediction_span(frames)
     cut = sources.reported_start
     if not first < cut <= last:
@@ -382,7 +389,7 @@ def run_backtest_study(
     primary = "fused" if has_ml else "simple_baseline"
     if has_ml:
         trials, best_fuser = _select_fuser(selection, base, execution, grid, bars_per_year)
-        config = replace(base, fuser=best_fuser)
+        config = base.replace(fuser=best_fuser)
         results = run_strategies(reported, config, execution)
     else:  # no direction champion: the ML and fused strategies have nothing to trade
         trials, config = [], base
@@ -396,7 +403,7 @@ def run_backtest_study(
     results["simple_baseline"] = run_backtest(
         baseline_inputs, config.ml_only(), execution, strategy="ml_only"
     )
-    model_candidates = direction_candidates() + len(baseline_candidates())
+    model_candidates = direction_candidates(tracking) + len(baseline_candidates())
     n_trials = model_candidates * len(grid) if has_ml else len(baseline_candidates())
     # what each strategy's deflated Sharpe ratio counts: the fused strategy every model and
     # baseline candidate with every fuser setting, the baseline its own candidates
@@ -442,7 +449,7 @@ def run_backtest_study(
         primary=primary,
     )
     run_id = _log_study(
-        settings,
+        tracking,
         study_id,
         chosen_symbols,
         sources,
@@ -547,8 +554,8 @@ def _select_fuser(
     trials: list[dict[str, Any]] = []
     best_sharpe, best_fuser = -np.inf, base.fuser
     for mode, threshold in grid:
-        fuser: FuserConfig = replace(base.fuser, mode=mode, entry_threshold=threshold)
-        result = run_backtest(selection, replace(base, fuser=fuser), execution, strategy="fused")
+        fuser = base.fuser.replace(mode=mode, entry_threshold=threshold)
+        result = run_backtest(selection, base.replace(fuser=fuser), execution, strategy="fused")
         sharpe = _sharpe(result, bars_per_year)
         trials.append({"mode": mode, "entry_threshold": threshold, "sharpe": sharpe})
         if sharpe > best_sharpe:
@@ -562,7 +569,7 @@ def _as_baseline(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def _log_study(
-    settings: Settings,
+    tracking: Tracking,
     study_id: str,
     symbols: tuple[str, ...],
     sources: BacktestSources,
@@ -580,8 +587,11 @@ def _log_study(
     """One MLflow run in ``sextant-backtest`` with everything the report shows; returns its id."""
     import mlflow
 
-    experiment_id = ensure_experiment(settings.paths, EXPERIMENTS["backtest"])
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-{study_id}") as run:
+    experiment_id = tracking.experiment_id(EXPERIMENTS["backtest"])
+    with (
+        tracking.fluent(),
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-{study_id}") as run,
+    ):
         mlflow.set_tags(
             {
                 "sextant.git_commit": git_commit(),
@@ -594,6 +604,8 @@ def _log_study(
                     for name, spans in sources.spans.items()
                 },
                 "sextant.config_hash": config_hash({"decision": config, "execution": execution}),
+                # what each decision record of this configuration carries
+                "sextant.decision_config_hash": config.config_hash(),
                 **{f"sextant.period.{k.split(' ')[0]}": v for k, v in periods.items()},
             }
         )
@@ -625,5 +637,6 @@ def _log_study(
             }
         )
         mlflow.log_dict({"trials": trials, **trial_count}, "selection_trials.json")
+        mlflow.log_dict(config.model_dump(mode="json"), "decision_config.json")
         mlflow.log_artifacts(str(out_dir), artifact_path="report")
         return str(run.info.run_id)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import choose_candle_source
-from features.definitions import service_features
+from features.definitions import GARCH_RETURN, service_features
 from features.feast_store import training_frame
 from features.ingest.store import MarketStore
 from features.labels import forward_labels
@@ -97,7 +97,7 @@ def symbol_returns(
     frame = training_frame(feature_service, symbols, start, end, settings=settings)
     out: dict[str, pd.Series] = {}
     for symbol, rows in frame.groupby("symbol", sort=True):
-        series = rows.set_index("event_timestamp")["log_return_1"].sort_index().astype(np.float64)
+        series = rows.set_index("event_timestamp")[GARCH_RETURN].sort_index().astype(np.float64)
         out[str(symbol)] = series.dropna()
     missing = [s for s in symbols if s not in out]
     if missing:

@@ -22,13 +22,15 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import model_validator
 from scipy import signal, stats
 
+from sextant.config import PositiveFloat, SextantConfig, int_range
 from sextant.errors import ConfigError, DataValidationError, ModelUnavailableError
 
 __all__ = [
@@ -54,29 +56,25 @@ _BACKCAST_DECAY = 0.94
 _BACKCAST_SPAN = 75
 
 
-@dataclass(frozen=True, slots=True)
-class GarchConfig:
+class GarchConfig(SextantConfig):
     """Model choice: orders (1, 1 only), innovation distribution, GJR asymmetry, fitting scale."""
 
     p: int = 1  # ARCH order (arch's ``p``)
     q: int = 1  # GARCH order (arch's ``q``)
     dist: Distribution = "t"
     gjr: bool = False
-    scale: float = 100.0  # returns are multiplied by this for the optimizer only
-    min_obs: int = 500  # fewer returns than this are refused: the fit would be noise
+    scale: PositiveFloat = 100.0  # returns are multiplied by this for the optimizer only
+    # fewer returns than this are refused: the fit would be noise
+    min_obs: Annotated[int, int_range(100)] = 500
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _garch_11(self) -> Self:
         if (self.p, self.q) != (1, 1):
             raise ConfigError(
-                f"only GARCH(1,1) is supported (its next variance needs only the latest return "
-                f"and variance), got p={self.p}, q={self.q}"
+                f"GarchConfig: only GARCH(1,1) is supported (its next variance needs only the "
+                f"latest return and variance), got p={self.p}, q={self.q}"
             )
-        if self.dist not in ("normal", "t"):
-            raise ConfigError(f"dist must be 'normal' or 't', got {self.dist!r}")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ConfigError(f"scale must be a positive number, got {self.scale}")
-        if self.min_obs < 100:
-            raise ConfigError(f"min_obs must be at least 100, got {self.min_obs}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """GARCH as a served family: per-symbol fits in one ONNX graph, and walk-forward evaluation.
 
 Serving feeds ``symbol_index`` (position in the model's symbol list, stored in the graph's
-metadata), the latest return and its conditional variance; the graph gathers that symbol's
-parameters and applies the one-step recursion of ``models.garch``.
+metadata), a return and the conditional variance before it; the graph gathers that symbol's
+parameters and applies the one-step recursion of ``models.garch``. Serving runs it over each
+symbol's online window of returns (`features.online.garch_variance`); `garch_window_parity`
+checks, before registration, that this gives the variance filtered over the whole history.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper, numpy_helper
 
+from features.definitions import GARCH_WINDOW
+from features.online import GARCH_VARIANCE_TOLERANCE, garch_variance
 from models.cv import purged_walk_forward
 from models.garch import (
     GarchConfig,
@@ -37,6 +41,7 @@ from models.onnx_garch import (
     build_recursion_model,
     recursion_nodes,
 )
+from models.onnx_parity import cpu_session
 from sextant.errors import DataValidationError
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "evaluate_garch",
     "garch_multi_onnx",
     "garch_multi_parity",
+    "garch_window_parity",
     "qlike_losses",
     "rolling_variance_baseline",
     "variance_forecast_metrics",
@@ -120,10 +126,11 @@ def garch_multi_parity(
     tolerance: float = PARITY_TOLERANCE,
 ) -> ParityReport:
     """ONNX against each symbol's native recursion on held-out returns continued from its final state."""
-    import onnxruntime as ort
-
     symbols = sorted(fits)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        session = cpu_session(model)
+    except Exception as exc:  # any runtime failure means the artifact cannot be served
+        return _unrunnable(exc, sum(len(samples[s]) for s in symbols), tolerance)
     worst = (0.0, "", 0)
     n = 0
     for index, symbol in enumerate(symbols):
@@ -151,6 +158,83 @@ def garch_multi_parity(
     )
     return ParityReport(
         max_rel_err=worst[0], n=n, passed=passed, tolerance=tolerance, message=message
+    )
+
+
+def garch_window_parity(
+    model: onnx.ModelProto,
+    fits: Mapping[str, GarchFit],
+    returns: Mapping[str, pd.Series],
+    *,
+    last: int = 500,
+    window: int = GARCH_WINDOW,
+    tolerance: float = GARCH_VARIANCE_TOLERANCE,
+) -> ParityReport:
+    """The served variance against the training side's, at each symbol's latest ``last`` bars.
+
+    Served: the graph run over the bar's window of the last ``window`` returns
+    (`features.online.garch_variance`, what serving computes from the online vector). Training
+    side: the variance filtered over the symbol's whole return history, then one step. They
+    differ by the window's forgotten start, beta**window times the seed's error: this checks
+    that the fitted parameters forget it within ``tolerance`` (relative).
+    """
+    symbols = sorted(fits)
+    windows, index, native, labels = [], [], [], []
+    for position, symbol in enumerate(symbols):
+        values = returns[symbol].to_numpy(dtype=np.float64)
+        params = fits[symbol].params
+        expected = params.next_variance(values, filter_variance(params, values))
+        ends = np.arange(max(0, len(values) - last), len(values))
+        padded = np.concatenate([np.full(window - 1, np.nan), values])
+        windows.append(np.lib.stride_tricks.sliding_window_view(padded, window)[ends])
+        index.append(np.full(len(ends), position, dtype=np.int64))
+        native.append(expected[ends])
+        labels += [(symbol, returns[symbol].index[int(i)]) for i in ends]
+    n = len(labels)
+    symbol_index = np.concatenate(index).reshape(-1, 1)
+    try:
+        session = cpu_session(model)
+
+        def step(
+            last_return: npt.NDArray[np.float64], last_variance: npt.NDArray[np.float64]
+        ) -> npt.ArrayLike:
+            feed = {
+                INPUT_SYMBOL: symbol_index,
+                INPUT_RETURN: last_return,
+                INPUT_VARIANCE: last_variance,
+            }
+            (next_variance,) = session.run([OUTPUT_VARIANCE], feed)
+            return np.asarray(next_variance, dtype=np.float64)
+
+        served = garch_variance(step, np.vstack(windows))
+    except Exception as exc:  # any runtime failure means the artifact cannot be served
+        return _unrunnable(exc, n, tolerance)
+    reference = np.concatenate(native)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(served - reference) / np.abs(reference)
+    rel = np.where(np.isfinite(rel), rel, math.inf)
+    worst = int(np.argmax(rel)) if n else 0
+    max_rel = float(rel[worst]) if n else math.inf
+    passed = n > 0 and max_rel <= tolerance
+    verdict = "passed" if passed else "failed"
+    where = f"; worst: {labels[worst][0]} at {labels[worst][1]}" if n and not passed else ""
+    message = (
+        f"GARCH online-window parity {verdict}: max relative error {max_rel:.3g} between the "
+        f"variance recomputed from {window}-return windows and the whole-history filter over "
+        f"{n} bars of {len(symbols)} symbols (tolerance {tolerance:.0e}){where}"
+    )
+    return ParityReport(
+        max_rel_err=max_rel, n=n, passed=passed, tolerance=tolerance, message=message
+    )
+
+
+def _unrunnable(exc: Exception, n: int, tolerance: float) -> ParityReport:
+    return ParityReport(
+        max_rel_err=math.inf,
+        n=n,
+        passed=False,
+        tolerance=tolerance,
+        message=f"ONNX GARCH parity failed: onnxruntime could not run the graph: {exc}",
     )
 
 

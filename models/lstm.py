@@ -26,8 +26,8 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +42,16 @@ from models.direction_rows import (
     validation_tail,
 )
 from models.protocol import DirectionDataset, IndexArray
+from sextant.config import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SextantConfig,
+    int_range,
+    interval,
+)
 from sextant.contracts import FEATURE_SERVICES
-from sextant.errors import ConfigError, ModelUnavailableError
+from sextant.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     import torch
@@ -58,54 +66,26 @@ _PREDICT_CHUNK = 4096  # rows per forward pass when predicting
 Float32Array = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class LstmConfig:
+class LstmConfig(SextantConfig):
     """Network size, optimisation, early stopping and the feature service the model reads."""
 
-    seq_len: int = 48  # rows (bars) per input sequence, the decision row last
-    hidden: int = 32
-    layers: int = 2
-    dropout: float = 0.1  # between LSTM layers (ignored with one layer)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 30
-    patience: int = 5  # epochs without a better validation log loss before stopping
-    grad_clip: float = 1.0  # max gradient norm
-    validation_fraction: float = 0.15  # latest share of training timestamps watched for stopping
+    seq_len: PositiveInt = 48  # rows (bars) per input sequence, the decision row last
+    hidden: PositiveInt = 32
+    layers: PositiveInt = 2
+    # between LSTM layers (ignored with one layer)
+    dropout: Annotated[float, interval(0.0, 1.0, hi_open=True)] = 0.1
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 256
+    max_epochs: PositiveInt = 30
+    patience: PositiveInt = 5  # epochs without a better validation log loss before stopping
+    grad_clip: PositiveFloat = 1.0  # max gradient norm
+    # latest share of training timestamps watched for stopping
+    validation_fraction: Annotated[float, interval(0.0, 0.5, lo_open=True, hi_open=True)] = 0.15
     seed: int = 42
-    n_threads: int = 2
-    min_train_rows: int = 500
+    n_threads: PositiveInt = 2
+    min_train_rows: Annotated[int, int_range(10)] = 500
     feature_service: str = FEATURE_SERVICES["lstm"]
-
-    def __post_init__(self) -> None:
-        positive = {
-            "seq_len": self.seq_len,
-            "hidden": self.hidden,
-            "layers": self.layers,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "n_threads": self.n_threads,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"lstm: {name} must be at least 1, got {value}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lstm: dropout must be in [0, 1), got {self.dropout}")
-        for name, rate in (("lr", self.lr), ("grad_clip", self.grad_clip)):
-            if not (math.isfinite(rate) and rate > 0):
-                raise ConfigError(f"lstm: {name} must be positive, got {rate}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"lstm: weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 < self.validation_fraction < 0.5:
-            raise ConfigError(
-                f"lstm: validation_fraction must be in (0, 0.5), got {self.validation_fraction}"
-            )
-        if self.min_train_rows < 10:
-            raise ConfigError(
-                f"lstm: min_train_rows must be at least 10, got {self.min_train_rows}"
-            )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -235,7 +215,7 @@ class LstmDirectionModel:
 
     def params(self) -> dict[str, Any]:
         """Config, and once fitted: epochs run, best epoch and validation log loss, row counts."""
-        out: dict[str, Any] = {"family": self.family, **asdict(self.config)}
+        out: dict[str, Any] = {"family": self.family, **self.config.as_dict()}
         if self._fitted is None:
             return out
         fitted = self._fitted

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,8 @@ import pandas as pd
 from models.garch_family import qlike_losses
 from models.significance import TestResult, auc_difference_test, diebold_mariano_test
 from models.spans import SELECTION, SPAN_COLUMN, EvaluationSpans
+from models.tracking import Tracking
+from sextant.config import PositiveInt, SextantConfig, int_range, interval
 from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS, ModelTag
 from sextant.errors import ConfigError
 
@@ -50,8 +52,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUDGET_MS = {"xgb": 0.2, "lstm": 1.0, "garch": 0.2}
 
 
-@dataclass(frozen=True)
-class PromotionPolicy:
+class PromotionPolicy(SextantConfig):
     """How sure the gate must be, and what a challenger must beat, on the selection span.
 
     ``confidence`` is the level of every one-sided test (block-bootstrap AUC difference for
@@ -60,16 +61,10 @@ class PromotionPolicy:
     beat the best past-return baseline (`models/baselines.py`).
     """
 
-    confidence: float = 0.95
+    confidence: Annotated[float, interval(0.5, 1.0, hi_open=True)] = 0.95
     require_simple_baseline: bool = True
-    n_boot: int = 1000
-    latency_reads: int = 2000
-
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.confidence < 1.0:
-            raise ConfigError(f"confidence must be in [0.5, 1), got {self.confidence}")
-        if self.n_boot < 100:
-            raise ConfigError(f"n_boot must be at least 100, got {self.n_boot}")
+    n_boot: Annotated[int, int_range(100)] = 1000
+    latency_reads: PositiveInt = 2000
 
 
 @dataclass(frozen=True)
@@ -116,22 +111,8 @@ class GateTest:
         return {"reason": self.reason, "against": self.against, **self.result.as_dict()}
 
 
-def _client() -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient()
-
-
-def _alias_version(name: str, alias: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return _client().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
 def register_version(
+    tracking: Tracking,
     *,
     family: str,
     run_id: str,
@@ -139,31 +120,39 @@ def register_version(
     input_example: dict[str, npt.NDArray[Any]],
     tags: dict[str, str],
 ) -> str:
-    """Log the ONNX model in the run, register it, tag it and alias it ``challenger``; returns the version.
+    """Log the ONNX model in the active run, register it, tag it and alias it ``challenger``.
 
-    If any step after the version exists fails, the version is deleted: nothing half-registered.
+    Called inside the run ``run_id`` (``mlflow.onnx.log_model`` logs into the active run); returns
+    the version. If any step after the version exists fails, the version is deleted: nothing
+    half-registered.
     """
     import mlflow
     import onnxruntime
 
     name = REGISTERED_MODELS[family]
-    champion = _alias_version(name, CHAMPION)
+    champion = tracking.alias_version(name, CHAMPION)
     # NaN (missing alternative data, sequence padding) is a valid input but not valid JSON: the
     # stored example shows zeros there
     example = {
         k: np.nan_to_num(v) if np.issubdtype(v.dtype, np.floating) else v
         for k, v in input_example.items()
     }
-    info = mlflow.onnx.log_model(
-        proto,
-        name="model",
-        input_example=example,
-        onnx_execution_providers=["CPUExecutionProvider"],
-        save_as_external_data=False,
-        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
-    )
-    version = mlflow.register_model(info.model_uri, name, tags={"family": family, "run_id": run_id})
-    client = _client()
+    with tracking.fluent():  # both exist only in the fluent API
+        info = mlflow.onnx.log_model(
+            proto,
+            name="model",
+            input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            pip_requirements=[
+                f"onnx=={onnx.__version__}",
+                f"onnxruntime=={onnxruntime.__version__}",
+            ],
+        )
+        version = mlflow.register_model(
+            info.model_uri, name, tags={"family": family, "run_id": run_id}
+        )
+    client = tracking.client
     try:
         for key, value in {
             **tags,
@@ -178,9 +167,9 @@ def register_version(
     return str(version.version)
 
 
-def champion_config(family: str) -> dict[str, Any] | None:
+def champion_config(tracking: Tracking, family: str) -> dict[str, Any] | None:
     """The family configuration of the live champion, or None when there is none."""
-    version = _alias_version(REGISTERED_MODELS[family], CHAMPION)
+    version = tracking.alias_version(REGISTERED_MODELS[family], CHAMPION)
     if version is None or ModelTag.FAMILY_CONFIG not in version.tags:
         return None
     config: dict[str, Any] = json.loads(version.tags[ModelTag.FAMILY_CONFIG])
@@ -208,13 +197,13 @@ def _append(home: Path, decision: PromotionDecision) -> None:
         handle.write(json.dumps(decision.to_json(), sort_keys=True) + "\n")
 
 
-def measure_latency(model_uri: str, reads: int) -> tuple[float, float]:
+def measure_latency(tracking: Tracking, model_uri: str, reads: int) -> tuple[float, float]:
     """Single-row onnxruntime p50/p99 (ms) of a registered ONNX model, inputs shaped from its graph."""
     import mlflow
 
     from models.onnx_parity import onnx_latency
 
-    proto = mlflow.onnx.load_model(model_uri)
+    proto = mlflow.onnx.load_model(tracking.download(uri=model_uri))
     inputs: dict[str, npt.NDArray[Any]] = {}
     for spec in proto.graph.input:
         dims = [d.dim_value if d.dim_value > 0 else 1 for d in spec.type.tensor_type.shape.dim]
@@ -229,9 +218,15 @@ def measure_latency(model_uri: str, reads: int) -> tuple[float, float]:
 
 
 def promote(
-    home: Path, families: tuple[str, ...], policy: PromotionPolicy | None = None
+    tracking: Tracking,
+    home: Path,
+    families: tuple[str, ...],
+    policy: PromotionPolicy | None = None,
 ) -> list[PromotionDecision]:
-    """Run the gate for each family; move ``champion`` where it passes; record every decision."""
+    """Run the gate for each family; move ``champion`` where it passes; record every decision.
+
+    ``home`` holds the promotion ledger; ``tracking`` is the registry the gate reads and moves.
+    """
     policy = policy or PromotionPolicy()
     unknown = [f for f in families if f not in REGISTERED_MODELS]
     if unknown:
@@ -240,9 +235,9 @@ def promote(
         )
     decisions = []
     for family in families:
-        decision = _decide(family, policy)
+        decision = _decide(tracking, family, policy)
         if decision.promoted and decision.challenger_version is not None:
-            _client().set_registered_model_alias(
+            tracking.client.set_registered_model_alias(
                 decision.model, CHAMPION, decision.challenger_version
             )
         _append(home, decision)
@@ -251,11 +246,11 @@ def promote(
     return decisions
 
 
-def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
+def _decide(tracking: Tracking, family: str, policy: PromotionPolicy) -> PromotionDecision:
     name = REGISTERED_MODELS[family]
     now = datetime.now(UTC).isoformat()
-    challenger = _alias_version(name, CHALLENGER)
-    champion = _alias_version(name, CHAMPION)
+    challenger = tracking.alias_version(name, CHALLENGER)
+    champion = tracking.alias_version(name, CHAMPION)
     incumbent = str(champion.version) if champion else None
     tests: list[GateTest] = []
 
@@ -294,7 +289,9 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
             "the challenger was trained before the evaluation protocol: retrain it",
             {},
         )
-    p50, p99 = measure_latency(f"models:/{name}/{challenger.version}", policy.latency_reads)
+    p50, p99 = measure_latency(
+        tracking, f"models:/{name}/{challenger.version}", policy.latency_reads
+    )
     metrics = {
         **{
             f"selection_{k}": float(v)
@@ -319,7 +316,7 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
             metrics,
         )
 
-    selection = selection_rows(challenger.run_id)
+    selection = selection_rows(tracking, challenger.run_id)
     horizon = int(tags.get(ModelTag.LABEL_HORIZON, "1"))
     recorded_baseline = json.loads(tags.get(ModelTag.BASELINE, "{}"))
     baseline = str(recorded_baseline.get("name", "past return"))
@@ -347,13 +344,9 @@ def _decide(family: str, policy: PromotionPolicy) -> PromotionDecision:
     )
 
 
-def selection_rows(run_id: str) -> pd.DataFrame:
+def selection_rows(tracking: Tracking, run_id: str) -> pd.DataFrame:
     """The out-of-fold predictions of a training run that lie in its selection span."""
-    import mlflow
-
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="oof_predictions.parquet"
-    )
+    path = tracking.download(run_id=run_id, path="oof_predictions.parquet")
     oof = pd.read_parquet(path)
     return oof[oof[SPAN_COLUMN] == SELECTION].reset_index(drop=True)
 

@@ -1,27 +1,30 @@
-"""MLflow tracking for sextant: one sqlite backend and artifact store per home.
+"""MLflow for sextant: a `Tracking` object, built from the settings and passed to whoever needs it.
 
-Called by training and promotion (which entry points invoke); nothing here runs at import.
+Nothing here reads or leaves MLflow's process-wide URIs: reads and registry writes go through
+``Tracking.client`` (an ``MlflowClient`` bound to the configured tracking and registry URIs), and
+the few calls that only exist in MLflow's fluent API (a run context, ``mlflow.onnx.log_model``,
+``mlflow.register_model``) run inside ``Tracking.fluent()``, which points the fluent API at this
+store for the block and restores whatever was there before. Nothing runs at import.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
+import os
 import subprocess
-from dataclasses import asdict, is_dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from sextant.paths import StatePaths
+from sextant.settings import Settings
 
-__all__ = [
-    "EXPERIMENTS",
-    "config_hash",
-    "ensure_experiment",
-    "git_commit",
-    "tracking_uri",
-    "use_home",
-]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["EXPERIMENTS", "Tracking", "git_commit"]
 
 EXPERIMENTS = {
     "direction": "sextant-direction",
@@ -29,49 +32,113 @@ EXPERIMENTS = {
     "backtest": "sextant-backtest",
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# MLflow's environment variables for its process-wide URIs (set_tracking_uri writes the first)
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-def tracking_uri(paths: StatePaths) -> str:
-    """The home's MLflow backend (sqlite; a file store is refused by MLflow 3)."""
-    return f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}"
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs, artifacts and registered models live, and the client that reaches them.
 
+    Build it once per entry point (`from_settings`) and pass it down; two `Tracking` objects for
+    two stores can be used side by side. `fluent` changes process-wide state for the duration of
+    its block, so two threads must not run fluent blocks against different stores at once.
+    """
 
-def use_home(paths: StatePaths) -> str:
-    """Point MLflow's tracking and registry at the home; returns the URI."""
-    import mlflow
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str | None = None  # None: the tracking server's own artifact root
 
-    paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(paths)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tracking:
+        """The configured store: ``SEXTANT_MLFLOW_*`` settings, else the home's sqlite database."""
+        return cls(settings.tracking_uri, settings.registry_uri, settings.artifact_root)
 
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """An ``MlflowClient`` bound to this store's tracking and registry URIs."""
+        from mlflow import MlflowClient
 
-def ensure_experiment(paths: StatePaths, name: str) -> str:
-    """The experiment's id, creating it with artifacts under the home (not ./mlruns)."""
-    import mlflow
+        self._prepare()
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    location = (paths.mlflow_dir / "artifacts" / name).resolve().as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=location))
+    def _prepare(self) -> None:
+        """Create the directory of a sqlite database (MLflow creates the file, not its parents)."""
+        for uri in (self.tracking_uri, self.registry_uri):
+            if uri.startswith("sqlite:///"):  # sqlite:////abs/path.db or sqlite:///relative.db
+                database = unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
+                if database and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
 
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created (artifacts under ``artifact_root``) if it does not exist."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = (
+            None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
+        )
+        return str(self.client.create_experiment(name, artifact_location=location))
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    def alias_version(self, model: str, alias: str) -> Any | None:
+        """The registered model's version under ``alias``, or None when there is none."""
+        from mlflow.exceptions import MlflowException
 
+        try:
+            return self.client.get_model_version_by_alias(model, alias)
+        except MlflowException:
+            return None
 
-def config_hash(config: Any) -> str:
-    """Stable short hash of a configuration (dataclasses, dicts, scalars)."""
-    payload = json.dumps(_plain(config), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    def download(self, *, run_id: str | None = None, path: str = "", uri: str | None = None) -> str:
+        """Download a run's artifact (``run_id`` + ``path``) or any artifact URI (``models:/...``).
+
+        A ``models:/`` URI is resolved inside `fluent`: MLflow 3.17 looks registered models up
+        through the process-wide registry URI, whatever ``registry_uri`` it is given.
+        """
+        import mlflow
+
+        self._prepare()
+        scope = self.fluent() if uri is not None and uri.startswith("models:") else nullcontext()
+        with scope:
+            return str(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    run_id=run_id,
+                    artifact_path=path if run_id is not None else None,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.registry_uri,
+                )
+            )
+
+    @contextmanager
+    def fluent(self) -> Iterator[None]:
+        """MLflow's fluent API (``mlflow.start_run``, ``mlflow.log_*``, ``mlflow.onnx.log_model``,
+        ``mlflow.register_model``) pointed at this store for the block, then restored.
+
+        The one place sextant touches MLflow's process-wide URIs: whatever another caller set
+        (or did not set) before is back afterwards, so no code depends on a URI set elsewhere.
+        """
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_state
+        from mlflow.tracking._tracking_service import utils as tracking_state
+
+        # MLflow keeps its URIs in module globals mirrored into environment variables, and its
+        # public getters resolve defaults (they cannot tell "unset" apart), so the saved state is
+        # read from there; MLflow's own _use_tracking_uri restores the tracking global.
+        saved_registry = registry_state._registry_uri
+        saved_environment = {name: os.environ.get(name) for name in _URI_VARIABLES}
+        self._prepare()
+        try:
+            with tracking_state._use_tracking_uri(self.tracking_uri):
+                mlflow.set_registry_uri(self.registry_uri)
+                yield
+        finally:
+            registry_state._registry_uri = saved_registry
+            for name, value in saved_environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def git_commit() -> str:

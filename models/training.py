@@ -18,15 +18,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import AwareDatetime, model_validator
 
 from models.calibration import MIN_CALIBRATION_ROWS, CalibrationMethod, fit_calibrated
-from models.cv import Fold, purged_walk_forward
+from models.cv import Fold, Window, purged_walk_forward
 from models.data import direction_dataset, symbol_returns
 from models.evaluation import CalibratedFold, DirectionEvaluation, evaluate_direction, split_folds
 from models.garch import GarchConfig, GarchFit, GarchModel, GarchState, filter_variance
@@ -35,6 +35,7 @@ from models.garch_family import (
     evaluate_garch,
     garch_multi_onnx,
     garch_multi_parity,
+    garch_window_parity,
     variance_forecast_metrics,
 )
 from models.lstm import LstmConfig, LstmDirectionModel
@@ -51,8 +52,16 @@ from models.spans import (
     label_spans,
     span_text,
 )
-from models.tracking import EXPERIMENTS, config_hash, ensure_experiment, git_commit, use_home
+from models.tracking import EXPERIMENTS, Tracking, git_commit
 from models.xgb import XgbConfig, XgbDirectionModel
+from sextant.config import (
+    Names,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveInt,
+    SextantConfig,
+    config_hash,
+)
 from sextant.contracts import DIRECTION_FAMILIES, FAMILIES, ModelTag
 from sextant.contracts import FEATURE_SERVICES as SERVICES
 from sextant.errors import ConfigError, DataValidationError
@@ -72,53 +81,63 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CvConfig:
+class CvConfig(SextantConfig):
     """Purged walk-forward settings; sizes count bars (distinct decision times)."""
 
-    n_splits: int = 4
-    min_train_bars: int = 2000
-    embargo_bars: int = 4  # must be >= the label horizon
-    window: str = "expanding"
-    max_train_bars: int | None = None
+    n_splits: PositiveInt = 4
+    min_train_bars: PositiveInt = 2000
+    embargo_bars: NonNegativeInt = 4  # must be >= the label horizon
+    window: Window = "expanding"
+    max_train_bars: PositiveInt | None = None  # window='sliding' only, and required there
     # the evaluation protocol (docs/models.md): each fold's calibration tail, and the later part of
     # the out-of-fold decisions that is reported and takes part in no choice
-    calibration_fraction: float = 0.2
+    calibration_fraction: OpenFraction = 0.2
     calibration_method: CalibrationMethod = "platt"
-    reported_fraction: float = 0.5
+    reported_fraction: OpenFraction = 0.5
+
+    @model_validator(mode="after")
+    def _window_size(self) -> Self:
+        if (self.window == "sliding") != (self.max_train_bars is not None):
+            raise ConfigError(
+                "CvConfig.max_train_bars is required with window='sliding' and applies to it "
+                f"only, got window={self.window!r}, max_train_bars={self.max_train_bars}"
+            )
+        if self.max_train_bars is not None and self.max_train_bars < self.min_train_bars:
+            raise ConfigError(
+                f"CvConfig.max_train_bars ({self.max_train_bars}) must not be smaller than "
+                f"min_train_bars ({self.min_train_bars})"
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SextantConfig):
     """Everything that determines a training run (its hash goes into every MLflow run)."""
 
-    families: tuple[str, ...] = FAMILIES
-    symbols: tuple[str, ...] = ()
-    start: datetime | None = None
-    end: datetime | None = None
-    horizon: int = 4
-    cv: CvConfig = field(default_factory=CvConfig)
-    xgb: XgbConfig = field(default_factory=XgbConfig)
+    families: Names = FAMILIES
+    symbols: Names = ()
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    horizon: PositiveInt = 4
+    cv: CvConfig = CvConfig()
+    xgb: XgbConfig = XgbConfig()
     # larger batches and a shorter patience than LstmConfig's defaults keep two years of two
     # symbols inside the 5-minute training budget on 2 cores (make bench: train_lstm_*)
-    lstm: LstmConfig = field(
-        default_factory=lambda: LstmConfig(batch_size=512, max_epochs=15, patience=3)
-    )
-    garch: GarchConfig = field(default_factory=GarchConfig)
+    lstm: LstmConfig = LstmConfig(batch_size=512, max_epochs=15, patience=3)
+    garch: GarchConfig = GarchConfig()
 
-    def __post_init__(self) -> None:
-        if self.cv.calibration_method not in get_args(CalibrationMethod):
-            raise ConfigError(
-                f"unknown calibration method {self.cv.calibration_method!r}; "
-                f"known: {', '.join(get_args(CalibrationMethod))}"
-            )
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
-            raise ConfigError(f"unknown model families {unknown}; known: {', '.join(FAMILIES)}")
+            raise ConfigError(
+                f"TrainConfig.families: unknown model families {unknown}; known: {', '.join(FAMILIES)}"
+            )
         if self.cv.embargo_bars < self.horizon:
             raise ConfigError(
-                f"embargo of {self.cv.embargo_bars} bars is shorter than the label horizon of {self.horizon} bars"
+                f"TrainConfig: embargo of {self.cv.embargo_bars} bars is shorter than the label "
+                f"horizon of {self.horizon} bars"
             )
+        return self
 
     @staticmethod
     def quick(**overrides: Any) -> TrainConfig:
@@ -128,7 +147,7 @@ class TrainConfig:
             xgb=XgbConfig(n_estimators=150, max_depth=4),
             lstm=LstmConfig(seq_len=24, hidden=16, layers=1, max_epochs=3, patience=1),
         )
-        return replace(base, **overrides)
+        return base.replace(**overrides)
 
 
 @dataclass(slots=True)
@@ -196,14 +215,17 @@ def _direction_model(
     family: str, config: TrainConfig, override: dict[str, Any] | None = None
 ) -> DirectionModel:
     if family == "xgb":
-        xgb_cfg = XgbConfig(**override) if override else config.xgb
+        xgb_cfg = XgbConfig.from_dict(override) if override else config.xgb
         return XgbDirectionModel(xgb_cfg)
-    lstm_cfg = LstmConfig(**override) if override else config.lstm
+    lstm_cfg = LstmConfig.from_dict(override) if override else config.lstm
     return LstmDirectionModel(lstm_cfg)
 
 
-def _family_config(family: str, config: TrainConfig) -> Any:
-    return {"xgb": config.xgb, "lstm": config.lstm, "garch": config.garch}[family]
+def _family_config(family: str, config: TrainConfig) -> SextantConfig:
+    family_config: SextantConfig = {"xgb": config.xgb, "lstm": config.lstm, "garch": config.garch}[
+        family
+    ]
+    return family_config
 
 
 def _direction_folds(data: DirectionDataset, config: TrainConfig, bar: pd.Timedelta) -> list[Fold]:
@@ -215,7 +237,7 @@ def _direction_folds(data: DirectionDataset, config: TrainConfig, bar: pd.Timede
         min_train_size=cv.min_train_bars,
         embargo=bar * cv.embargo_bars,
         min_embargo=bar * config.horizon,
-        window=cv.window,  # type: ignore[arg-type]
+        window=cv.window,
         max_train_size=cv.max_train_bars,
     )
 
@@ -236,14 +258,14 @@ def _check_folds(family: str, data: DirectionDataset, folds: list[CalibratedFold
 # --- orchestration -----------------------------------------------------------------------------
 
 
-def train_models(settings: Settings, config: TrainConfig) -> list[FamilyReport]:
-    """Train, evaluate, export and register the configured families; returns one report each."""
-    import mlflow
+def train_models(settings: Settings, config: TrainConfig, tracking: Tracking) -> list[FamilyReport]:
+    """Train, evaluate, export and register the configured families; returns one report each.
 
+    Runs, artifacts and registered versions go to ``tracking`` (`Tracking.from_settings`).
+    """
     symbols = config.symbols or settings.symbols
-    config = replace(config, symbols=tuple(symbols))
+    config = config.replace(symbols=tuple(symbols))
     bar = pd.Timedelta(timeframe_to_timedelta(settings.timeframe))
-    use_home(settings.paths)
     train_id = uuid.uuid4().hex[:12]
     common_tags = {
         "sextant.train_id": train_id,
@@ -252,37 +274,60 @@ def train_models(settings: Settings, config: TrainConfig) -> list[FamilyReport]:
         "sextant.symbols": ",".join(symbols),
         "sextant.timeframe": settings.timeframe,
     }
-    reports: list[FamilyReport] = []
     groups = [
         ("direction", [f for f in config.families if f in DIRECTION_FAMILIES]),
         ("volatility", [f for f in config.families if f not in DIRECTION_FAMILIES]),
     ]
-    for task, families in groups:
-        if not families:
-            continue
-        experiment_id = ensure_experiment(settings.paths, EXPERIMENTS[task])
-        with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"train-{train_id}", tags=common_tags
-        ):
-            mlflow.log_params(
-                {
-                    "families": ",".join(families),
-                    "horizon": config.horizon,
-                    **_flat("cv", asdict(config.cv)),
-                }
-            )
-            for family in families:
-                with mlflow.start_run(
-                    experiment_id=experiment_id, run_name=family, nested=True, tags=common_tags
-                ) as run:
-                    started = time.perf_counter()
-                    if family == "garch":
-                        report = _train_garch(settings, config, run.info.run_id, bar)
-                    else:
-                        report = _train_direction(settings, config, family, run.info.run_id, bar)
-                    report.seconds = time.perf_counter() - started
-                    mlflow.log_metric("train_seconds", report.seconds)
-                    reports.append(report)
+    # the runs are logged through MLflow's fluent API (nested runs, mlflow.onnx.log_model), pointed
+    # at ``tracking`` for this block only
+    with tracking.fluent():
+        return [
+            report
+            for task, families in groups
+            if families
+            for report in _train_group(settings, config, tracking, task, families, common_tags, bar)
+        ]
+
+
+def _train_group(
+    settings: Settings,
+    config: TrainConfig,
+    tracking: Tracking,
+    task: str,
+    families: list[str],
+    common_tags: dict[str, str],
+    bar: pd.Timedelta,
+) -> list[FamilyReport]:
+    """One parent run in the task's experiment, one nested run per family."""
+    import mlflow
+
+    train_id = common_tags["sextant.train_id"]
+    reports: list[FamilyReport] = []
+    experiment_id = tracking.experiment_id(EXPERIMENTS[task])
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{train_id}", tags=common_tags
+    ):
+        mlflow.log_params(
+            {
+                "families": ",".join(families),
+                "horizon": config.horizon,
+                **_flat("cv", config.cv.as_dict()),
+            }
+        )
+        for family in families:
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=family, nested=True, tags=common_tags
+            ) as run:
+                started = time.perf_counter()
+                if family == "garch":
+                    report = _train_garch(settings, config, tracking, run.info.run_id, bar)
+                else:
+                    report = _train_direction(
+                        settings, config, tracking, family, run.info.run_id, bar
+                    )
+                report.seconds = time.perf_counter() - started
+                mlflow.log_metric("train_seconds", report.seconds)
+                reports.append(report)
     return reports
 
 
@@ -302,7 +347,12 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_direction(
-    settings: Settings, config: TrainConfig, family: str, run_id: str, bar: pd.Timedelta
+    settings: Settings,
+    config: TrainConfig,
+    tracking: Tracking,
+    family: str,
+    run_id: str,
+    bar: pd.Timedelta,
 ) -> FamilyReport:
     import mlflow
 
@@ -328,7 +378,7 @@ def _train_direction(
             "feature_service": service,
             "n_features": len(data.features),
             "rows": len(data.y),
-            **_flat(family, asdict(family_config)),
+            **_flat(family, family_config.as_dict()),
         }
     )
     mlflow.set_tags(
@@ -340,15 +390,15 @@ def _train_direction(
         }
     )
     mlflow.log_dict({"feature_service": service, "features": list(data.features)}, "features.json")
-    mlflow.log_dict(asdict(family_config), "family_config.json")
+    mlflow.log_dict(family_config.model_dump(mode="json"), "family_config.json")
 
     def make_model() -> DirectionModel:
         return _direction_model(family, config)
 
-    incumbent = champion_config(family)
+    incumbent = champion_config(tracking, family)
     make_champion: Callable[[], DirectionModel] | None = None
     if incumbent is not None:
-        same = config_hash(incumbent) == config_hash(asdict(family_config))
+        same = config_hash(incumbent) == config_hash(family_config)
         make_champion = (
             make_model if same else functools.partial(_direction_model, family, config, incumbent)
         )
@@ -398,6 +448,7 @@ def _train_direction(
         **{span: values for span, values in evaluation.baseline_metrics.items()},
     }
     version = register_version(
+        tracking,
         family=family,
         run_id=run_id,
         proto=proto,
@@ -407,7 +458,7 @@ def _train_direction(
             ModelTag.FEATURES: json.dumps(list(data.features)),
             "data_range": f"{data_range[0]} .. {data_range[1]}",
             "config_hash": config_hash(family_config),
-            ModelTag.FAMILY_CONFIG: json.dumps(asdict(family_config), default=str),
+            ModelTag.FAMILY_CONFIG: family_config.model_dump_json(),
             "folds_hash": _folds_hash(data, folds),
             ModelTag.LABEL_HORIZON: str(config.horizon),
             "git_commit": git_commit(),
@@ -538,7 +589,7 @@ def _log_plots_direction(family: str, model: DirectionModel, oof: pd.DataFrame) 
 
 
 def _train_garch(
-    settings: Settings, config: TrainConfig, run_id: str, bar: pd.Timedelta
+    settings: Settings, config: TrainConfig, tracking: Tracking, run_id: str, bar: pd.Timedelta
 ) -> FamilyReport:
     import mlflow
 
@@ -552,7 +603,7 @@ def _train_garch(
         {
             "family": "garch",
             "feature_service": SERVICES["garch"],
-            **_flat("garch", asdict(config.garch)),
+            **_flat("garch", config.garch.as_dict()),
         }
     )
     mlflow.set_tags(
@@ -580,10 +631,10 @@ def _train_garch(
         # a row's outcome, the squared return at ts, is taken as known one bar later (as in the CV)
         oof[SPAN_COLUMN] = label_spans(oof["ts"], oof["ts"] + bar, start)
         spans = EvaluationSpans.build(evaluation.fit_ts, pd.Series([], dtype=object), oof, "ts")
-    incumbent = champion_config("garch")
+    incumbent = champion_config(tracking, "garch")
     if incumbent is not None:
-        same = config_hash(incumbent) == config_hash(asdict(config.garch))
-        replayed = evaluation if same else evaluate(GarchConfig(**incumbent))
+        same = config_hash(incumbent) == config_hash(config.garch)
+        replayed = evaluation if same else evaluate(GarchConfig.from_dict(incumbent))
         oof["champion_var"] = replayed.oof["forecast_var"].to_numpy()
     per_span = {
         span: variance_forecast_metrics(oof[oof[SPAN_COLUMN] == span])
@@ -618,6 +669,10 @@ def _train_garch(
     final_parity = garch_multi_parity(proto, fits, samples)
     mlflow.log_metrics({"parity_max_rel_err": final_parity.max_rel_err})
     final_parity.raise_for_failure()
+    # serving recomputes the variance from each bar's online window of returns (features.online)
+    window_parity = garch_window_parity(proto, fits, returns)
+    mlflow.log_metrics({"window_parity_max_rel_err": window_parity.max_rel_err})
+    window_parity.raise_for_failure()
     fits = {s: _advance(fit, samples[s]) for s, fit in fits.items()}
     first = sorted(fits)[0]
     one_row = {
@@ -635,6 +690,7 @@ def _train_garch(
         **{span: {"qlike": values["baseline_qlike"]} for span, values in per_span.items()},
     }
     version = register_version(
+        tracking,
         family="garch",
         run_id=run_id,
         proto=proto,
@@ -644,7 +700,7 @@ def _train_garch(
             ModelTag.SYMBOLS: json.dumps(sorted(fits)),
             "data_range": f"{data_range[0]} .. {data_range[1]}",
             "config_hash": config_hash(config.garch),
-            ModelTag.FAMILY_CONFIG: json.dumps(asdict(config.garch), default=str),
+            ModelTag.FAMILY_CONFIG: config.garch.model_dump_json(),
             "git_commit": git_commit(),
             "parity_max_rel_err": f"{final_parity.max_rel_err:.3g}",
             "parity_sample": json.dumps(
@@ -655,7 +711,7 @@ def _train_garch(
             ModelTag.SELECTION_METRICS: json.dumps(per_span[SELECTION]),
             ModelTag.REPORTED_METRICS: json.dumps(per_span[REPORTED]),
             ModelTag.BASELINE: json.dumps(baseline),
-            ModelTag.FINAL_STATE: json.dumps({s: asdict(f.final_state) for s, f in fits.items()}),
+            "window_parity_max_rel_err": f"{window_parity.max_rel_err:.3g}",
             ModelTag.CHAMPION_REPLAY_METRICS: json.dumps(replay.get(SELECTION, {})),
             **spans.tags(),
         },
@@ -694,7 +750,7 @@ def _fit_garch_final(
 
 
 def _advance(fit: GarchFit, returns: pd.Series) -> GarchFit:
-    """The fit with its state carried through ``returns`` (what serving starts from)."""
+    """The fit with its state carried through ``returns`` (the registered input example)."""
     variances = filter_variance(fit.params, returns, state=fit.final_state)
     state = GarchState(float(returns.iloc[-1]), float(variances[-1]))
     return replace(fit, final_state=state)

@@ -11,9 +11,8 @@ trees. Those tail rows are not refitted afterwards: the trees are the ones early
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +27,17 @@ from models.direction_rows import (
     validation_tail,
 )
 from models.protocol import DirectionDataset, IndexArray
+from sextant.config import (
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SextantConfig,
+    int_range,
+    interval,
+)
 from sextant.contracts import FEATURE_SERVICES
-from sextant.errors import ConfigError, ModelUnavailableError
+from sextant.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     import xgboost
@@ -42,53 +50,24 @@ OUTPUT_P_UP = "p_up"
 _ONNX_OPSET = 15
 
 
-@dataclass(frozen=True, slots=True)
-class XgbConfig:
+class XgbConfig(SextantConfig):
     """Booster hyperparameters, early stopping and the feature service the model reads."""
 
-    n_estimators: int = 400
-    max_depth: int = 4
-    learning_rate: float = 0.05
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    min_child_weight: float = 5.0
-    reg_lambda: float = 1.0
-    early_stopping_rounds: int | None = 50  # None: no validation tail, all n_estimators trees
-    validation_fraction: float = 0.15  # latest share of training timestamps watched for stopping
+    n_estimators: PositiveInt = 400
+    max_depth: PositiveInt = 4
+    learning_rate: PositiveFloat = 0.05
+    subsample: Fraction = 0.8
+    colsample_bytree: Fraction = 0.8
+    min_child_weight: NonNegativeFloat = 5.0
+    reg_lambda: NonNegativeFloat = 1.0
+    # None: no validation tail, all n_estimators trees
+    early_stopping_rounds: PositiveInt | None = 50
+    # latest share of training timestamps watched for stopping
+    validation_fraction: Annotated[float, interval(0.0, 0.5, lo_open=True, hi_open=True)] = 0.15
     seed: int = 42
-    n_jobs: int = 2
-    min_train_rows: int = 500
+    n_jobs: PositiveInt = 2
+    min_train_rows: Annotated[int, int_range(10)] = 500
     feature_service: str = FEATURE_SERVICES["xgb"]
-
-    def __post_init__(self) -> None:
-        positive_ints = {
-            "n_estimators": self.n_estimators,
-            "max_depth": self.max_depth,
-            "n_jobs": self.n_jobs,
-        }
-        for name, value in positive_ints.items():
-            if value < 1:
-                raise ConfigError(f"xgb: {name} must be at least 1, got {value}")
-        if self.early_stopping_rounds is not None and self.early_stopping_rounds < 1:
-            raise ConfigError(
-                f"xgb: early_stopping_rounds must be None or >= 1, got {self.early_stopping_rounds}"
-            )
-        fractions = {"subsample": self.subsample, "colsample_bytree": self.colsample_bytree}
-        for name, fraction in fractions.items():
-            if not 0.0 < fraction <= 1.0:
-                raise ConfigError(f"xgb: {name} must be in (0, 1], got {fraction}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"xgb: learning_rate must be positive, got {self.learning_rate}")
-        if self.min_child_weight < 0 or self.reg_lambda < 0:
-            raise ConfigError(
-                f"xgb: min_child_weight and reg_lambda must be >= 0, got {self.min_child_weight}, {self.reg_lambda}"
-            )
-        if not 0.0 < self.validation_fraction < 0.5:
-            raise ConfigError(
-                f"xgb: validation_fraction must be in (0, 0.5), got {self.validation_fraction}"
-            )
-        if self.min_train_rows < 10:
-            raise ConfigError(f"xgb: min_train_rows must be at least 10, got {self.min_train_rows}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +186,7 @@ class XgbDirectionModel:
 
     def params(self) -> dict[str, Any]:
         """Config, and once fitted: best iteration, tree count, row counts, top-10 gain importances."""
-        out: dict[str, Any] = {"family": self.family, **asdict(self.config)}
+        out: dict[str, Any] = {"family": self.family, **self.config.as_dict()}
         if self._fitted is None:
             return out
         fitted = self._fitted

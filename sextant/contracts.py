@@ -1,9 +1,9 @@
 """Names shared by training, the feature store and the online path, each defined once.
 
-Model families, their registered MLflow models and aliases, their feature services, and the
-model-version tag keys that a consumer of a registered model reads. Names only: importing this
-module costs nothing, so `serving/` (which may not import `models/`) and `features/` use the same
-strings that `models/` writes.
+Model families, their registered MLflow models and aliases, their feature services (and the
+decision's own), and the model-version tag keys that a consumer of a registered model reads.
+Names only: importing this module costs nothing, so `serving/` (which may not import `models/`)
+and `features/` use the same strings that `models/` writes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Final
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "DECISION_SERVICE",
     "DIRECTION_FAMILIES",
     "FAMILIES",
     "FEATURE_SERVICES",
+    "ONLINE_SERVICES",
     "REGISTERED_MODELS",
     "VOLATILITY_FAMILIES",
     "ModelTag",
@@ -39,6 +41,12 @@ FEATURE_SERVICES: Final = {
     "garch": "garch_vol_v1",
 }
 
+# the Feast feature service of the decision's TA signal (its rule inputs, no model behind it)
+DECISION_SERVICE: Final = "decision_v1"
+
+# every service the decision engine reads online: one Feast read per decision fetches them all
+ONLINE_SERVICES: Final = (DECISION_SERVICE, *FEATURE_SERVICES.values())
+
 
 class ModelTag:
     """Tag keys of a registered model version that its consumers read."""
@@ -48,7 +56,6 @@ class ModelTag:
     CALIBRATION: Final = "calibration"  # JSON: the calibrator inside the ONNX graph
     LABEL_HORIZON: Final = "label_horizon"  # bars
     SYMBOLS: Final = "symbols"  # GARCH: JSON list, the graph's symbol_index order
-    FINAL_STATE: Final = "final_state"  # GARCH: JSON per symbol, last return and variance
     BASELINE: Final = "baseline"  # JSON: the simple baseline's name and per-span figures
     SELECTION_METRICS: Final = "selection_metrics"
     REPORTED_METRICS: Final = "reported_metrics"

@@ -7,17 +7,26 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, JsonValue, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sextant.config import NonNegativeInt, PositiveFloat, PositiveInt, Timeframe
 from sextant.errors import ConfigError
 from sextant.paths import StatePaths
-from sextant.timeframes import timeframe_ms
 
-__all__ = ["PositiveFloat", "PositiveInt", "Settings", "load_settings"]
+__all__ = ["FeastStoreBlock", "Settings", "load_settings"]
 
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+
+def _typed_block(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    kind = value.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f'needs a "type" (e.g. "sqlite", "redis", "duckdb"), got {value!r}')
+    return value
+
+
+# One Feast store block as feature_store.yaml would hold it: {"type": ..., <that store's fields>};
+# Feast validates the fields of its type.
+FeastStoreBlock = Annotated[dict[str, JsonValue], AfterValidator(_typed_block)]
 
 
 class Settings(BaseSettings):
@@ -39,7 +48,7 @@ class Settings(BaseSettings):
 
     # market data
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")
-    timeframe: str = "1h"
+    timeframe: Timeframe = "1h"  # also what decision sizing annualizes with (bars per year)
     exchange: str = "binance"
     candle_source: str = "auto"  # stored source the features use; auto = the freshest, then longest
     ccxt_api_url: str | None = (
@@ -55,7 +64,7 @@ class Settings(BaseSettings):
     http_backoff_max_s: PositiveFloat = 60.0
 
     # orchestration: retries of a failed flow task (transient source errors only)
-    task_retries: Annotated[int, Field(ge=0)] = 3
+    task_retries: NonNegativeInt = 3
     task_retry_delay_s: PositiveFloat = 5.0  # first delay; doubles per retry
 
     # alternative data
@@ -68,14 +77,17 @@ class Settings(BaseSettings):
         0
     )  # extra delay for archived headlines, see docs/data.md
 
-    @field_validator("timeframe")
-    @classmethod
-    def _known_timeframe(cls, value: str) -> str:
-        try:
-            timeframe_ms(value)
-        except ConfigError as exc:  # pydantic reports ValueErrors with the field's name
-            raise ValueError(str(exc)) from exc
-        return value
+    # stores: the embedded defaults need no server; pointing these elsewhere (Feast on Redis and a
+    # warehouse, an MLflow tracking server) is the scale-out path, with no code change
+    # Feast's online_store block; sqlite's path defaults to <home>/feast/online.db
+    feast_online_store: FeastStoreBlock = {"type": "sqlite"}
+    # Feast's offline_store block; duckdb reads the parquet tables under <home>/features
+    feast_offline_store: FeastStoreBlock = {"type": "duckdb"}
+    mlflow_tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow/mlflow.db
+    mlflow_registry_uri: str | None = None  # None: the tracking URI
+    # where experiments created here keep artifacts; None: <home>/mlflow/artifacts, except with
+    # an http(s) tracking server, whose own artifact root then applies
+    mlflow_artifact_root: str | None = None
 
     @field_validator("ccxt_api_url")
     @classmethod
@@ -87,9 +99,33 @@ class Settings(BaseSettings):
             raise ValueError(f"expected http(s)://host[:port], got {value!r}")
         return value
 
+    @field_validator("mlflow_tracking_uri", "mlflow_registry_uri", "mlflow_artifact_root")
+    @classmethod
+    def _unset_if_empty(cls, value: str | None) -> str | None:
+        return value or None
+
     @property
     def paths(self) -> StatePaths:
         return StatePaths(self.home.expanduser().resolve())
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's tracking store: the setting, else the home's sqlite database."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.paths.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        """MLflow's model registry: the setting, else the tracking store."""
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Where experiments created here keep artifacts (None: the tracking server decides)."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if urlsplit(self.tracking_uri).scheme in {"http", "https"}:
+            return None
+        return (self.paths.mlflow_dir / "artifacts").as_uri()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -27,7 +27,7 @@ from sextant.decision._kernels import (
 )
 from sextant.decision.config import DecisionConfig
 from sextant.decision.risk import initial_risk_state
-from sextant.errors import DataValidationError
+from sextant.errors import ConfigError, DataValidationError
 from sextant.execution import _kernels as k
 from sextant.execution.config import ExecutionConfig
 from sextant.execution.records import fill_frame, trade_frame
@@ -386,6 +386,11 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay ``config``'s decisions over ``inputs`` (fills at the next open) and account for them."""
     bt = backtest or ExecutionConfig()
+    if config.sizing.timeframe != inputs.timeframe:
+        raise ConfigError(
+            f"the decision config sizes {config.sizing.timeframe} bars "
+            f"(SizingConfig.timeframe) but the inputs are {inputs.timeframe} bars"
+        )
     _check_predictions(inputs, config)
     loop, fingerprint = _loop.compiled_loop()
     n_bars, n_symbols = inputs.close.shape

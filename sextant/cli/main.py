@@ -308,6 +308,7 @@ def train(
 ) -> None:
     """Walk-forward CV, final fit, ONNX export with parity, MLflow logging, register as challenger."""
     settings = _settings()
+    from models.tracking import Tracking
     from models.training import TrainConfig, train_models
 
     options: dict[str, Any] = {
@@ -317,7 +318,7 @@ def train(
         "end": _parse_time(end, "--end"),
     }
     config = TrainConfig.quick(**options) if quick else TrainConfig(**options)
-    reports = train_models(settings, config)
+    reports = train_models(settings, config, Tracking.from_settings(settings))
     payload = {"models": [r.to_json() for r in reports]}
     if as_json:
         _emit_json(payload)
@@ -349,11 +350,11 @@ def promote(
     settings = _settings()
     from models.registry import PromotionPolicy
     from models.registry import promote as run_gate
-    from models.tracking import use_home
+    from models.tracking import Tracking
 
-    use_home(settings.paths)
     families = tuple(m.strip() for m in models.split(",") if m.strip())
     decisions = run_gate(
+        Tracking.from_settings(settings),
         settings.paths.home,
         families,
         PromotionPolicy(confidence=confidence, require_simple_baseline=require_baseline),
@@ -393,9 +394,11 @@ def backtest(
     """Replay the decision engine over out-of-fold predictions: fused strategy and baselines."""
     settings = _settings()
     from models.backtest import run_backtest_study
+    from models.tracking import Tracking
 
     report = run_backtest_study(
         settings,
+        Tracking.from_settings(settings),
         symbols=tuple(symbol) if symbol else None,
         start=_parse_time(start, "--start"),
         end=_parse_time(end, "--end"),

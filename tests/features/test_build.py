@@ -18,6 +18,7 @@ from features.definitions import (
     by_name,
     max_warmup,
     service_features,
+    vector_layout,
 )
 from features.ingest.batch import Batch, Dataset
 from features.ingest.service import ingest_source
@@ -74,7 +75,15 @@ def test_built_tables_pass_the_data_tests(settings: Settings, sample_market: Sam
     assert {v.view: v.rows for v in report.views} == dict.fromkeys(views, expected_rows)
 
 
-def test_each_service_vector_packs_its_features_of_the_same_bar(settings: Settings) -> None:
+def windows(frame: pd.DataFrame, names: list[str], window: int) -> np.ndarray:
+    """Per row of ``frame`` (sorted by symbol, then time): its symbol's last ``window`` rows of
+    ``names``, oldest first, NaN before the symbol's first row."""
+    grouped = frame.groupby("symbol", sort=False)[names]
+    lagged = [grouped.shift(window - 1 - k).to_numpy(dtype=float) for k in range(window)]
+    return np.stack(lagged, axis=1)
+
+
+def test_each_service_vector_packs_its_features_of_its_last_bars(settings: Settings) -> None:
     # Arrange
     build_features(settings)
     tables = read_views(settings)
@@ -86,11 +95,15 @@ def test_each_service_vector_packs_its_features_of_the_same_bar(settings: Settin
         # Act
         packed = pd.read_parquet(view_path(settings.paths.features_dir, view))
 
-        # Assert: same rows, same order, the service's features in its order (NaN kept)
+        # Assert: same rows, same order; each vector the symbol's last `window` rows of the
+        # service's features in its order, oldest first (NaN kept, and before the first bar)
+        layout = vector_layout(service)
         assert packed.columns.tolist() == ["symbol", "event_ts", "available_at", "vector"]
         assert packed[["symbol", "event_ts"]].equals(wide[["symbol", "event_ts"]])
-        expected = wide[list(service_features(service))].to_numpy(dtype=float)
-        assert np.array_equal(np.stack(packed["vector"].to_numpy()), expected, equal_nan=True)
+        expected = windows(wide, list(service_features(service)), layout.window)
+        vectors = np.stack(packed["vector"].to_numpy())
+        assert vectors.shape == (len(wide), layout.size)
+        assert np.array_equal(vectors.reshape(expected.shape), expected, equal_nan=True), service
 
 
 def test_unchanged_inputs_skip_and_new_candles_rebuild_only_their_symbol(

@@ -17,6 +17,7 @@ from features.definitions import (
     SERVICE_VECTOR_VIEWS,
     Kind,
     service_features,
+    vector_layout,
 )
 from features.feast_store import (
     FeastStore,
@@ -35,6 +36,7 @@ HOUR = pd.Timedelta(hours=1)
 STARTS = {"BTC/USDT": (T0, 0.0), "ETH/USDT": (T0 + 24 * HOUR, 1000.0)}
 SETTLEMENT_LAG = pd.Timedelta(minutes=1)  # funding is known a minute after the 8-hourly settlement
 BARS = 100
+VIEWS = len(FEATURE_VIEWS) + len(SERVICE_VECTOR_VIEWS)
 
 
 def names(kind: Kind) -> list[str]:
@@ -102,7 +104,7 @@ def entities(*rows: tuple[str, str]) -> pd.DataFrame:
 
 def test_config_follows_the_home(tmp_path: Path) -> None:
     # Act
-    config = feast_config(settings_for(tmp_path / "h").paths)
+    config = feast_config(settings_for(tmp_path / "h"))
 
     # Assert
     assert config.registry.path == str(tmp_path / "h" / "feast" / "registry.db")
@@ -122,7 +124,7 @@ def test_first_materialize_backfills_every_row(
     by_view = {r.view: r for r in reports}
 
     # Assert
-    assert [r.incremental for r in reports] == [False] * 6
+    assert [r.incremental for r in reports] == [False] * VIEWS
     assert {v: r.rows for v, r in by_view.items()} == {
         "ta_features": 2 * BARS,
         "stat_features": 2 * BARS,
@@ -229,6 +231,7 @@ def test_packed_vectors_equal_feasts_per_feature_read_and_training_frame(
 
     for service, table in vectors.items():
         wanted = service_features(service)
+        layout = vector_layout(service)
         asked = pd.DataFrame({"symbol": table["symbol"], "event_timestamp": table["available_at"]})
 
         # Act
@@ -236,11 +239,15 @@ def test_packed_vectors_equal_feasts_per_feature_read_and_training_frame(
         per_feature = store.online_per_feature(service, ["ETH/USDT", "BTC/USDT"])
         packed = store.online_array(service, ["ETH/USDT", "BTC/USDT"])
 
-        # Assert: every packed row is Feast's point-in-time row; the online read agrees with
-        # Feast reading the service feature by feature
-        assert np.array_equal(
-            np.stack(table["vector"].to_numpy()), offline[list(wanted)].to_numpy(), equal_nan=True
-        ), service
+        # Assert: each packed row holds Feast's point-in-time rows of its symbol's last `window`
+        # bar closes, oldest first (NaN before the first); the online read's latest row agrees
+        # with Feast reading the service feature by feature
+        rows = offline.groupby("symbol", sort=False)[list(wanted)]
+        expected = np.stack(
+            [rows.shift(layout.window - 1 - k).to_numpy() for k in range(layout.window)], axis=1
+        )
+        unpacked = np.stack(table["vector"].to_numpy()).reshape(expected.shape)
+        assert np.array_equal(unpacked, expected, equal_nan=True), service
         assert np.array_equal(packed, per_feature, equal_nan=True), service
 
 
@@ -257,7 +264,7 @@ def test_materialize_again_is_incremental_and_loads_only_new_rows(tmp_path: Path
     appended = store.materialize()
 
     # Assert
-    assert [(r.incremental, r.rows) for r in unchanged] == [(True, 0)] * 6
+    assert [(r.incremental, r.rows) for r in unchanged] == [(True, 0)] * VIEWS
     assert {r.view: (r.incremental, r.rows, r.start) for r in appended} == {
         "ta_features": (True, 10, T0 + 101 * HOUR),  # BTC's first new bar close
         "stat_features": (True, 10, T0 + 101 * HOUR),
@@ -290,6 +297,43 @@ def test_two_homes_in_one_process_each_see_only_their_own_data(
     assert theirs["log_return_1"].tolist() == [-(BARS - 1.0)]
     assert mine_offline["log_return_1"].tolist() == [23.0]
     assert theirs_offline["log_return_1"].tolist() == [-23.0]
+
+
+def test_store_settings_reach_the_feast_config(tmp_path: Path) -> None:
+    # Arrange: the scale-out shape (Redis online, another offline engine); no server is needed
+    # to build the configuration
+    settings = load_settings(
+        home=tmp_path / "h",
+        feast_online_store={"type": "redis", "connection_string": "cache:6379"},
+        feast_offline_store={"type": "file"},
+    )
+
+    # Act
+    config = feast_config(settings)
+
+    # Assert
+    assert config.online_store.type == "redis"
+    assert config.online_store.connection_string == "cache:6379"
+    assert config.offline_store.type == "file"
+    assert config.registry.path == str(tmp_path / "h" / "feast" / "registry.db")
+
+
+def test_an_online_store_set_elsewhere_is_the_one_written_and_read(tmp_path: Path) -> None:
+    # Arrange: a sqlite online store outside the home
+    elsewhere = tmp_path / "shared" / "online.db"
+    settings = load_settings(
+        home=tmp_path / "h", feast_online_store={"type": "sqlite", "path": str(elsewhere)}
+    )
+    build_tables(settings.paths.features_dir)
+
+    # Act
+    FeastStore(settings).materialize()
+    values = online_features("garch_vol_v1", ["BTC/USDT"], settings=settings)
+
+    # Assert
+    assert feast_config(settings).online_store.path == str(elsewhere)
+    assert elsewhere.is_file() and not (settings.paths.feast_dir / "online.db").exists()
+    assert values["log_return_1"].tolist() == [BARS - 1.0]
 
 
 def test_a_moved_home_reads_its_own_tables(store: FeastStore, tmp_path: Path) -> None:

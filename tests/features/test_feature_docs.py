@@ -17,6 +17,7 @@ def test_docs_match_the_registry() -> None:
 
 
 def test_every_feature_is_documented_once() -> None:
-    text = DOCS.read_text(encoding="utf-8")
+    # the per-kind tables, before the services (a one-feature service lists its feature alone)
+    tables = DOCS.read_text(encoding="utf-8").split("## Feature services")[0]
     for feature in FEATURES:
-        assert text.count(f"| `{feature.name}` |") == 1, feature.name
+        assert tables.count(f"| `{feature.name}` |") == 1, feature.name

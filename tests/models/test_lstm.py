@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from features.definitions import LSTM_WINDOW, vector_layout
+from features.online import sequence_input, unpack_vectors
 from models.lstm import LstmConfig, LstmDirectionModel
+from models.onnx_parity import run_direction_onnx
 from models.protocol import DirectionDataset
 from sextant.errors import ConfigError, DataValidationError, ModelUnavailableError
 from tests.models.conftest import N_DIRECTION, TEST_LSTM, FittedDirection
@@ -78,6 +80,35 @@ def test_onnx_inputs_are_raw_windows_padded_with_nan(lstm_planted: FittedDirecti
     )
 
 
+def test_the_online_window_unpacks_into_the_graphs_input(lstm_planted: FittedDirection) -> None:
+    # Arrange: the online vectors of a symbol's latest row and of its 6th row, packed as
+    # `features.vectors` writes them (the last LSTM_WINDOW rows, oldest first, row-major, NaN
+    # before the symbol's first row)
+    data, model = lstm_planted.data, lstm_planted.model
+    layout = vector_layout(data.feature_service)
+    second_start = N_DIRECTION
+    rows = np.array([second_start - 1, second_start + 5], dtype=np.intp)
+    starts = np.array([0, second_start])
+    packed = np.full((len(rows), LSTM_WINDOW, len(data.features)), np.nan)
+    for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        history = data.X[max(start, row - LSTM_WINDOW + 1) : row + 1]
+        packed[i, LSTM_WINDOW - len(history) :] = history
+    vectors = packed.reshape(len(rows), layout.size)
+
+    # Act: what serving feeds the graph, from one online read
+    window = unpack_vectors(vectors, layout)
+    sequence = sequence_input(window, layout.features, data.features, TEST_LSTM.seq_len)
+
+    # Assert: the model's own input of those rows, and the same probabilities
+    expected = model.onnx_inputs(data, rows)["sequence"]
+    np.testing.assert_array_equal(sequence, expected)
+    np.testing.assert_array_equal(
+        run_direction_onnx(lstm_planted.proto, {"sequence": sequence}),
+        run_direction_onnx(lstm_planted.proto, {"sequence": expected}),
+    )
+    assert LstmConfig().seq_len <= LSTM_WINDOW  # the default model fits the online window
+
+
 def test_onnx_graph_is_self_contained_with_scaler_inside(lstm_planted: FittedDirection) -> None:
     proto = lstm_planted.proto
     graph = proto.graph
@@ -114,7 +145,7 @@ def test_scaler_uses_training_rows_only(lstm_planted: FittedDirection) -> None:
 
 def test_same_data_config_and_seed_give_identical_predictions_on_two_threads() -> None:
     # Arrange: the default thread count, a short fit
-    config = dataclasses.replace(TEST_LSTM, n_threads=2, max_epochs=2)
+    config = TEST_LSTM.replace(n_threads=2, max_epochs=2)
     data = make_direction_data("lstm_direction_v1", 700, planted=True, seed=5)
     train, test = time_split(data, 0.3)
     torch_state = torch.get_rng_state()
@@ -131,7 +162,7 @@ def test_same_data_config_and_seed_give_identical_predictions_on_two_threads() -
 
 
 def test_different_seed_gives_different_predictions(lstm_planted: FittedDirection) -> None:
-    other = LstmDirectionModel(dataclasses.replace(TEST_LSTM, seed=7, max_epochs=1))
+    other = LstmDirectionModel(TEST_LSTM.replace(seed=7, max_epochs=1))
 
     other.fit(lstm_planted.data, lstm_planted.train)
 

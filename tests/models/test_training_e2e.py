@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ from features.ingest.service import ingest_source
 from features.ingest.sources.sample import SampleSource
 from features.ingest.store import MarketStore
 from models.registry import PromotionPolicy, promote, read_ledger
-from models.tracking import use_home
+from models.tracking import Tracking
 from models.training import FamilyReport, TrainConfig, train_models
 from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS
 from sextant.errors import DataValidationError
@@ -32,7 +33,12 @@ pytestmark = pytest.mark.slow
 @dataclass(frozen=True)
 class Trained:
     settings: Settings
+    tracking: Tracking
     reports: dict[str, FamilyReport]
+
+    @property
+    def client(self) -> Any:
+        return self.tracking.client
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +49,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         ingest_source(SampleSource(), store)
     build_features(settings)
     materialize(settings)
-    reports = train_models(settings, TrainConfig.quick())
-    yield Trained(settings, {r.family: r for r in reports})
-
-
-def _client():  # type: ignore[no-untyped-def]
-    from mlflow import MlflowClient
-
-    return MlflowClient()
+    tracking = Tracking.from_settings(settings)
+    reports = train_models(settings, TrainConfig.quick(), tracking)
+    yield Trained(settings, tracking, {r.family: r for r in reports})
 
 
 def test_every_family_has_a_run_metrics_and_a_challenger(trained: Trained) -> None:
-    use_home(trained.settings.paths)
-    client = _client()
+    client = trained.client
     assert set(trained.reports) == {"garch", "xgb", "lstm"}
     for family, report in trained.reports.items():
         run = client.get_run(report.run_id)
@@ -94,11 +94,8 @@ def test_every_family_has_a_run_metrics_and_a_challenger(trained: Trained) -> No
 
 
 def test_out_of_fold_predictions_cover_only_test_blocks(trained: Trained) -> None:
-    import mlflow
-
-    use_home(trained.settings.paths)
-    path = mlflow.artifacts.download_artifacts(
-        run_id=trained.reports["xgb"].run_id, artifact_path="oof_predictions.parquet"
+    path = trained.tracking.download(
+        run_id=trained.reports["xgb"].run_id, path="oof_predictions.parquet"
     )
     oof = pd.read_parquet(path)
     assert set(oof.columns) >= {
@@ -125,10 +122,10 @@ def test_promotion_gate_ledger_and_loading_the_champion(trained: Trained) -> Non
     import mlflow
     import onnxruntime as ort
 
-    use_home(trained.settings.paths)
     home = trained.settings.paths.home
+    tracking = trained.tracking
 
-    decisions = {d.family: d for d in promote(home, ("garch", "xgb", "lstm"))}
+    decisions = {d.family: d for d in promote(tracking, home, ("garch", "xgb", "lstm"))}
 
     ledger = read_ledger(home)
     assert [e["family"] for e in ledger[-3:]] == ["garch", "xgb", "lstm"]
@@ -139,7 +136,7 @@ def test_promotion_gate_ledger_and_loading_the_champion(trained: Trained) -> Non
             "BELOW_SIMPLE_BASELINE",
             "LATENCY_BUDGET",
         }, decision
-        client = _client()
+        client = trained.client
         aliases = client.get_registered_model(REGISTERED_MODELS[family]).aliases
         assert (str(aliases.get(CHAMPION)) == decision.challenger_version) is decision.promoted
         if decision.reason != "LATENCY_BUDGET":  # the tests ran, on the selection span only
@@ -150,21 +147,22 @@ def test_promotion_gate_ledger_and_loading_the_champion(trained: Trained) -> Non
     # whatever the sample allows, a champion can be loaded: make the xgb challenger one by hand
     promoted = [d for d in decisions.values() if d.promoted]
     if not promoted:
-        client = _client()
+        client = trained.client
         xgb = decisions["xgb"]
         client.set_registered_model_alias(xgb.model, CHAMPION, xgb.challenger_version)
         promoted = [xgb]
     for decision in promoted:
         uri = f"models:/{decision.model}@{CHAMPION}"
-        proto = mlflow.onnx.load_model(uri)
+        proto = mlflow.onnx.load_model(tracking.download(uri=uri))
         session = ort.InferenceSession(
             proto.SerializeToString(), providers=["CPUExecutionProvider"]
         )
         assert session.get_outputs()
-        assert mlflow.pyfunc.load_model(uri) is not None
+        with tracking.fluent():  # pyfunc resolves models:/ URIs through the fluent registry
+            assert mlflow.pyfunc.load_model(uri) is not None
 
     # a second promote with nothing new: the champion stays, the refusal is recorded
-    again = {d.family: d for d in promote(home, tuple(d.family for d in promoted))}
+    again = {d.family: d for d in promote(tracking, home, tuple(d.family for d in promoted))}
     assert all(d.reason == "ALREADY_CHAMPION" and not d.promoted for d in again.values())
     assert len(read_ledger(home)) == len(ledger) + len(promoted)
     assert all("tests" in entry for entry in read_ledger(home))
@@ -172,19 +170,21 @@ def test_promotion_gate_ledger_and_loading_the_champion(trained: Trained) -> Non
 
 def test_champion_replay_is_on_the_same_folds(trained: Trained) -> None:
     # Arrange: a champion exists (previous test or promote here); retrain xgb with the same config
-    use_home(trained.settings.paths)
     home = trained.settings.paths.home
+    client = trained.client
     name = REGISTERED_MODELS["xgb"]
-    _client().set_registered_model_alias(name, CHAMPION, trained.reports["xgb"].model_version)
-    champion = _client().get_model_version_by_alias(name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, trained.reports["xgb"].model_version)
+    champion = client.get_model_version_by_alias(name, CHAMPION)
 
     # Act
-    (report,) = train_models(trained.settings, TrainConfig.quick(families=("xgb",)))
+    (report,) = train_models(
+        trained.settings, TrainConfig.quick(families=("xgb",)), trained.tracking
+    )
     lenient = PromotionPolicy(confidence=0.5, require_simple_baseline=False, n_boot=200)
-    decision = promote(home, ("xgb",), lenient)[0]
+    decision = promote(trained.tracking, home, ("xgb",), lenient)[0]
 
     # Assert: identical config and seed give identical metrics, so the challenger cannot win
-    challenger = _client().get_model_version(name, report.model_version)
+    challenger = client.get_model_version(name, report.model_version)
     replay = json.loads(challenger.tags["champion_replay_metrics"])
     assert challenger.tags["champion_version_at_train"] == str(champion.version)
     assert replay["auc"] == pytest.approx(report.metrics["selection_auc"], abs=1e-12)
@@ -198,8 +198,7 @@ def test_champion_replay_is_on_the_same_folds(trained: Trained) -> None:
 
 
 def test_bad_input_fails_before_fitting_and_registers_nothing(trained: Trained) -> None:
-    use_home(trained.settings.paths)
-    client = _client()
+    client = trained.client
     before = {
         m: len(client.search_model_versions(f"name='{m}'")) for m in REGISTERED_MODELS.values()
     }
@@ -210,7 +209,7 @@ def test_bad_input_fails_before_fitting_and_registers_nothing(trained: Trained) 
     with pytest.raises(
         DataValidationError, match=r"^xgb on BTC/USDT, ETH/USDT 2023-12-.*needs 1500 training"
     ):
-        train_models(trained.settings, too_short)
+        train_models(trained.settings, too_short, trained.tracking)
 
     after = {
         m: len(client.search_model_versions(f"name='{m}'")) for m in REGISTERED_MODELS.values()
@@ -227,7 +226,7 @@ def test_unknown_family_is_a_config_error() -> None:
     from sextant.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown model families"):
-        replace(TrainConfig.quick(), families=("prophet",))
+        TrainConfig.quick().replace(families=("prophet",))
 
 
 def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Trained) -> None:
@@ -235,12 +234,12 @@ def test_backtest_replays_out_of_fold_predictions_with_baselines(trained: Traine
 
     # the gate may refuse GARCH on the sample; without a volatility champion nothing is sized, so
     # make this run's GARCH the champion by hand to exercise trading
-    client = _client()
+    client = trained.client
     name = REGISTERED_MODELS["garch"]
     if CHAMPION not in client.get_registered_model(name).aliases:
         client.set_registered_model_alias(name, CHAMPION, trained.reports["garch"].model_version)
 
-    report = run_backtest_study(trained.settings)
+    report = run_backtest_study(trained.settings, trained.tracking)
 
     # champions only (xgb and garch are by now; lstm only if the gate let it through)
     for family, version in report.model_versions.items():
@@ -287,6 +286,7 @@ def test_backtest_of_a_range_without_predictions_names_symbol_and_period(trained
     with pytest.raises(DataValidationError, match=r"BTC/USDT|ETH/USDT"):
         run_backtest_study(
             trained.settings,
+            trained.tracking,
             start=pd.Timestamp("2023-01-01", tz="UTC").to_pydatetime(),
             end=pd.Timestamp("2023-02-01", tz="UTC").to_pydatetime(),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -100,7 +99,7 @@ def test_nan_features_follow_the_same_branches_in_onnx(xgb_planted: FittedDirect
 
 def test_same_data_config_and_seed_give_identical_predictions_on_two_threads() -> None:
     # Arrange: the default thread count (row and column subsampling both draw from the seed)
-    config = dataclasses.replace(TEST_XGB, n_estimators=40, n_jobs=2)
+    config = TEST_XGB.replace(n_estimators=40, n_jobs=2)
     data = make_direction_data("xgb_direction_v1", 500, planted=True, seed=5)
     train, test = time_split(data, 0.3)
     first, second = XgbDirectionModel(config), XgbDirectionModel(config)
@@ -111,7 +110,7 @@ def test_same_data_config_and_seed_give_identical_predictions_on_two_threads() -
 
     # Assert
     np.testing.assert_array_equal(first.predict_proba(data, test), second.predict_proba(data, test))
-    other_seed = XgbDirectionModel(dataclasses.replace(config, seed=7))
+    other_seed = XgbDirectionModel(config.replace(seed=7))
     other_seed.fit(data, train)
     assert not np.array_equal(other_seed.predict_proba(data, test), first.predict_proba(data, test))
 

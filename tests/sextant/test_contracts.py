@@ -5,7 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sextant.contracts import FAMILIES, FEATURE_SERVICES, REGISTERED_MODELS
+from sextant.contracts import (
+    DECISION_SERVICE,
+    FAMILIES,
+    FEATURE_SERVICES,
+    ONLINE_SERVICES,
+    REGISTERED_MODELS,
+)
 
 
 def test_every_family_has_a_registered_model_and_a_feature_service() -> None:
@@ -16,7 +22,10 @@ def test_every_family_has_a_registered_model_and_a_feature_service() -> None:
 def test_the_feature_registry_declares_exactly_the_contract_services() -> None:
     from features.definitions import FEATURE_SERVICES as DECLARED
 
-    assert set(DECLARED) == set(FEATURE_SERVICES.values())
+    # every family's service and the decision's own, each read online
+    assert set(ONLINE_SERVICES) == {*FEATURE_SERVICES.values(), DECISION_SERVICE}
+    assert len(ONLINE_SERVICES) == len(set(ONLINE_SERVICES))
+    assert set(DECLARED) == set(ONLINE_SERVICES)
 
 
 def test_importing_the_contract_pulls_in_no_heavy_library() -> None:

@@ -62,3 +62,37 @@ def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     settings = load_settings()
     with pytest.raises(Exception, match="frozen"):
         settings.timeframe = "4h"  # type: ignore[misc]
+
+
+def test_store_settings_default_to_the_embedded_stores_under_the_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home=tmp_path / "h")
+    mlflow_dir = tmp_path / "h" / "mlflow"
+    assert settings.feast_online_store == {"type": "sqlite"}
+    assert settings.feast_offline_store == {"type": "duckdb"}
+    assert settings.tracking_uri == f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+    assert settings.registry_uri == settings.tracking_uri
+    assert settings.artifact_root == (mlflow_dir / "artifacts").as_uri()
+
+
+def test_store_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(
+        "SEXTANT_FEAST_ONLINE_STORE", '{"type": "redis", "connection_string": "cache:6379"}'
+    )
+    monkeypatch.setenv("SEXTANT_MLFLOW_TRACKING_URI", "http://tracking:5000")
+    settings = load_settings()
+    assert settings.feast_online_store == {"type": "redis", "connection_string": "cache:6379"}
+    assert settings.registry_uri == "http://tracking:5000"
+    assert settings.artifact_root is None  # the tracking server's own artifact root
+
+
+def test_a_feast_store_block_needs_a_type(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEXTANT_FEAST_OFFLINE_STORE", '{"path": "x"}')
+    with pytest.raises(ConfigError, match=r"SEXTANT_FEAST_OFFLINE_STORE.*type"):
+        load_settings()

@@ -32,7 +32,7 @@ from sextant.decision import (
     RiskGate,
     decide,
 )
-from sextant.errors import DataValidationError
+from sextant.errors import ConfigError, DataValidationError
 from sextant.execution import ExecutionConfig
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -646,3 +646,11 @@ def test_model_error_must_be_a_boolean_matrix_of_the_bars() -> None:
         dataclasses.replace(inputs, model_error=np.zeros((2, 1)))  # type: ignore[arg-type]  # the bad input
     with pytest.raises(DataValidationError, match="feature_age is negative"):
         dataclasses.replace(inputs, feature_age=np.full((2, 1), -1.0))
+
+
+def test_a_config_sized_for_another_timeframe_is_refused() -> None:
+    # Arrange: 4h sizing (bars per year 2,190) over 1h bars would misstate the vol target
+    config = HAND_CONFIG.replace(sizing=HAND_CONFIG.sizing.replace(timeframe="4h"))
+    # Act / Assert
+    with pytest.raises(ConfigError, match=r"sizes 4h bars .* inputs are 1h bars"):
+        run_backtest(hand_inputs([ENTRY, FILL]), config, HAND_BT)

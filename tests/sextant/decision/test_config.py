@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from sextant.decision import DecisionConfig, FuserConfig, RiskConfig, SizingConfig
 from sextant.decision import _kernels as layout
+from sextant.decision.config import FuserMode
 from sextant.errors import ConfigError
 
 
@@ -25,7 +27,10 @@ from sextant.errors import ConfigError
         (FuserConfig, {"xgb_weight": 0.0, "lstm_weight": 0.0}, "lstm_weight"),
         (SizingConfig, {"kelly_fraction": 0.0}, "kelly_fraction"),
         (SizingConfig, {"stop_atr": "2"}, "stop_atr"),
-        (SizingConfig, {"bars_per_year": True}, "bars_per_year"),
+        (SizingConfig, {"target_annual_vol": True}, "target_annual_vol"),
+        (SizingConfig, {"timeframe": "1 hour"}, "timeframe"),
+        # derived from the timeframe, never set by hand
+        (SizingConfig, {"bars_per_year": 8760.0}, "unknown SizingConfig keys: bars_per_year"),
         (SizingConfig, {"kelly_payoff_ratio": 0.0}, r"kelly_payoff_ratio must be in \(0"),
         (RiskConfig, {"soft_drawdown": 0.3, "hard_drawdown": 0.2}, "soft_drawdown"),
         (RiskConfig, {"max_orders_per_day": 2.5}, "max_orders_per_day"),
@@ -75,9 +80,33 @@ def test_arrays_follow_the_kernel_layout() -> None:
     assert r[layout.RK_VAR] == 0.02 and r[layout.RK_RESET_DAYS] == 3
     assert s[layout.SZ_STOP_ATR] == 1.5 and s[layout.SZ_KELLY_PAYOFF] == 1.2
     assert s.shape == (layout.SZ_SIZE,)
-    assert [s[layout.SIZING_FIELDS.index(k)] for k in sizing.as_dict()] == list(
-        sizing.as_dict().values()
-    )
+    assert list(s) == [getattr(sizing, name) for name in layout.SIZING_FIELDS]
+    assert get_args(FuserMode) == layout.MODE_NAMES
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "bars"), [("1h", 8760.0), ("4h", 2190.0), ("15m", 35040.0), ("1d", 365.0)]
+)
+def test_bars_per_year_follow_the_timeframe_into_the_kernel_array(
+    timeframe: str, bars: float
+) -> None:
+    # Act
+    sizing = SizingConfig(timeframe=timeframe)
+    # Assert
+    assert sizing.bars_per_year == bars
+    assert sizing.to_array()[layout.SZ_BARS_PER_YEAR] == bars
+    assert SizingConfig().to_array()[layout.SZ_BARS_PER_YEAR] == 8760.0  # the hourly default
+
+
+def test_a_changed_copy_is_validated_again() -> None:
+    # Act
+    changed = FuserConfig().replace(entry_threshold=0.3)
+    # Assert
+    assert changed.entry_threshold == 0.3 and changed.mode == "weighted"
+    with pytest.raises(ConfigError, match=r"FuserConfig.entry_threshold must be in \[0, 1\]"):
+        FuserConfig().replace(entry_threshold=1.5)
+    with pytest.raises(ConfigError, match="soft_drawdown"):
+        DecisionConfig().replace(risk=RiskConfig().replace(soft_drawdown=0.3, hard_drawdown=0.2))
 
 
 def test_log_loss_weights_are_inverse_log_losses() -> None:
@@ -99,3 +128,5 @@ def test_config_hash_changes_with_any_setting_and_round_trips() -> None:
     # Assert
     assert again == base and again.config_hash() == base.config_hash()
     assert changed.config_hash() != base.config_hash()
+    four_hourly = DecisionConfig.from_dict({"sizing": {"timeframe": "4h"}})
+    assert four_hourly.config_hash() != base.config_hash()

@@ -218,7 +218,7 @@ def test_contract_violations_are_errors() -> None:
             MODELS_UP,
             portfolio(),
             CONFIG,
-            RiskGate(dataclasses.replace(CONFIG.risk, var_limit=0.01)),
+            RiskGate(CONFIG.risk.replace(var_limit=0.01)),
             price=PRICE,
         )
     with pytest.raises(DataValidationError, match="ETH/USDT"):

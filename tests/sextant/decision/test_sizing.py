@@ -12,7 +12,7 @@ from sextant.decision import SizingConfig, size_position
 
 CONFIG = SizingConfig(
     target_annual_vol=0.2,
-    bars_per_year=8760.0,
+    timeframe="1h",
     kelly_fraction=0.25,
     stop_atr=2.0,
     take_profit_atr=3.0,
@@ -126,10 +126,10 @@ def test_unknown_inputs_size_zero(
     natr=st.floats(1e-3, 50.0),
     price=st.floats(1e-3, 1e6),
     variance=st.floats(1e-10, 0.1),
+    timeframe=st.sampled_from(["1m", "15m", "1h", "4h", "1d", "1w"]),
     fields=st.fixed_dictionaries(
         {
             "target_annual_vol": st.floats(0.01, 10.0),
-            "bars_per_year": st.floats(1.0, 1e5),
             "kelly_fraction": st.floats(0.01, 1.0),
             "kelly_payoff_ratio": st.floats(0.1, 10.0),
             "stop_atr": st.floats(0.1, 100.0),
@@ -139,10 +139,16 @@ def test_unknown_inputs_size_zero(
     ),
 )
 def test_a_stopped_entry_never_loses_more_than_fractional_kelly(
-    direction: int, p: float, natr: float, price: float, variance: float, fields: dict[str, float]
+    direction: int,
+    p: float,
+    natr: float,
+    price: float,
+    variance: float,
+    timeframe: str,
+    fields: dict[str, float],
 ) -> None:
     # Arrange
-    config = SizingConfig.from_dict(fields)
+    config = SizingConfig.from_dict({**fields, "timeframe": timeframe})
     b = fields["kelly_payoff_ratio"]
     loss_budget = fields["kelly_fraction"] * max(p - (1.0 - p) / b, 0.0)
     # Act
