@@ -89,6 +89,10 @@ _SCHEMA: Final = (
 _INSERT_VERSION: Final = (
     "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
 )
+_UPSERT_META: Final = (
+    "INSERT INTO store_meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 _SELECT_VERSION: Final = "SELECT value FROM store_meta WHERE key = 'schema_version'"
 _INSERT_DECISION: Final = (
     "INSERT INTO decisions (id, account, ts, symbol, action, trading_state, config_hash,"
@@ -446,6 +450,18 @@ class DecisionsStore:
         with self._lock:
             try:
                 _, frames, copied = self._con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames and frames == copied:
+                    # the next write restarts the WAL from its start, and under synchronous
+                    # NORMAL that write syncs the WAL header (about 0.4 ms here, the whole p99
+                    # of decision writes): let a small write of our own pay for it, now
+                    con = self._con
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        con.execute(_UPSERT_META, ("checkpointed_at", _now_text()))
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
             except sqlite3.OperationalError as exc:
                 self._reraise(exc)
         return max(int(frames) - int(copied), 0)

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import pandas as pd
+
+from serving.decisions_store import DecisionsStore, Recorded
 from sextant.backtest.engine import BacktestInputs
 from sextant.decision import (
     FEATURES_USED,
@@ -23,9 +26,10 @@ from sextant.decision import (
     RiskGate,
     decide,
 )
-from sextant.execution import BarReport, Candle, PaperBroker
+from sextant.errors import ConfigError
+from sextant.execution import BarReport, Candle, ExecutionConfig, PaperBroker
 
-__all__ = ["PaperStep", "replay"]
+__all__ = ["PaperStep", "replay", "replay_recorded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,11 @@ def replay(
     ``broker`` and ``gate`` carry the state from bar ``start - 1`` (fresh ones for ``start=0``,
     restored ones to resume). Returns the final liquidation's report when ``close_at_end``.
     """
+    if config.sizing.timeframe != inputs.timeframe:
+        raise ConfigError(
+            f"the decision config sizes {config.sizing.timeframe} bars "
+            f"(SizingConfig.timeframe) but the window has {inputs.timeframe} bars"
+        )
     closes = inputs.bar_close
     for t in range(start, len(inputs.index)):
         report = broker.on_bar(
@@ -112,3 +121,49 @@ def replay(
         if on_bar is not None:
             on_bar(PaperStep(t, report, tuple(decisions), broker, gate))
     return broker.close_all() if close_at_end else None
+
+
+def replay_recorded(
+    inputs: BacktestInputs,
+    config: DecisionConfig,
+    execution: ExecutionConfig,
+    store: DecisionsStore,
+    *,
+    account: str,
+    acknowledged: Callable[[PaperStep, Recorded], None] | None = None,
+    close_at_end: bool = True,
+) -> BarReport | None:
+    """``replay`` that records every bar in ``store`` and resumes from what ``account`` stored.
+
+    Each bar's decisions, the broker's snapshot and the gate's state go in one transaction; a
+    bar is acknowledged (``acknowledged`` is called) only after it committed. Started again after
+    a crash, it continues after the last committed bar with the stored books and gate (a HALTED
+    gate is still HALTED), so the run ends where an uninterrupted one would.
+    """
+    state = store.account_state(account)
+    if state is None or state.portfolio is None:
+        broker = PaperBroker(inputs.symbols, inputs.timeframe, execution)
+        gate = RiskGate(config.risk)
+        start = 0
+    else:
+        broker = PaperBroker.from_snapshot(state.portfolio, execution)
+        gate = state.risk_gate(config.risk) or RiskGate(config.risk)
+        last = broker.last_bar_open
+        start = (
+            0 if last is None else int(inputs.index.searchsorted(pd.Timestamp(last), side="right"))
+        )
+
+    def record(step: PaperStep) -> None:
+        recorded = store.record(
+            step.decisions,
+            account=account,
+            portfolio=step.broker.to_snapshot(),
+            gate=step.gate,
+            as_of=inputs.bar_close[step.bar].to_pydatetime(),
+        )
+        if acknowledged is not None:
+            acknowledged(step, recorded)
+
+    return replay(
+        inputs, config, broker, gate, start=start, on_bar=record, close_at_end=close_at_end
+    )

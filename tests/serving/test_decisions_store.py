@@ -411,6 +411,26 @@ def test_checkpoint_folds_the_wal_into_the_database(store: DecisionsStore) -> No
     assert store.count() == 5
 
 
+def test_checkpoint_restarts_the_wal_so_the_next_decision_write_does_not(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: 20 bars in the WAL
+    for bar in range(20):
+        store.record([make_decision(BTC, bar)], account=ACCOUNT, portfolio={"bar": bar})
+    with closing(sqlite3.connect(db, isolation_level=None)) as probe:
+        _, before, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        # Act
+        store.checkpoint()
+        # Assert: the WAL was restarted by checkpoint()'s own small write (a couple of frames
+        # from its start), not left for the next decision write to restart
+        _, after, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        stamp = probe.execute(
+            "SELECT value FROM store_meta WHERE key = 'checkpointed_at'"
+        ).fetchone()
+    assert before >= 20 and 0 < after <= 4
+    assert stamp is not None
+
+
 def test_a_writer_locked_out_past_the_busy_timeout_gets_a_transient_error(db: Path) -> None:
     # Arrange: another connection holds the write lock
     DecisionsStore.open(db).close()
