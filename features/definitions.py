@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from sextant.contracts import DECISION_SERVICE
+from sextant.contracts import DECISION_FEATURES, DECISION_SERVICE
 from sextant.contracts import FEATURE_SERVICES as SERVICE_OF
 from sextant.errors import ConfigError
 
@@ -200,18 +200,8 @@ FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
     ),
     # GARCH is fitted on the return series alone (`models.data.symbol_returns`)
     SERVICE_OF["garch"]: (GARCH_RETURN,),
-    # The decision's TA signal: its rule inputs in the order its kernel reads them,
-    # `sextant.decision.signals.FEATURES_USED` (a test holds them equal; not imported: that loads
-    # the decision core and numba, about 0.7 s, for a list of names)
-    DECISION_SERVICE: (
-        "rsi_14",
-        "macd_hist_pct",
-        "bb_percent_b_20",
-        "adx_14",
-        "ema_cross_12_26",
-        "donchian_breakout_20",
-        "natr_14",
-    ),
+    # The decision's TA signal: its rule inputs in the order its kernel reads them
+    DECISION_SERVICE: DECISION_FEATURES,
 }
 
 # The online form of each service: one view per service whose single feature, VECTOR_FIELD, packs

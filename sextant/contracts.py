@@ -13,6 +13,7 @@ from typing import Final
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "DECISION_FEATURES",
     "DECISION_SERVICE",
     "DIRECTION_FAMILIES",
     "FAMILIES",
@@ -43,6 +44,17 @@ FEATURE_SERVICES: Final = {
 
 # the Feast feature service of the decision's TA signal (its rule inputs, no model behind it)
 DECISION_SERVICE: Final = "decision_v1"
+# its features, in the order the decision kernels read them (`sextant.decision._kernels` keeps
+# its own copy, FEATURES_USED, next to the kernels for numba's cache; a test holds them equal)
+DECISION_FEATURES: Final = (
+    "rsi_14",
+    "macd_hist_pct",
+    "bb_percent_b_20",
+    "adx_14",
+    "ema_cross_12_26",
+    "donchian_breakout_20",
+    "natr_14",
+)
 
 # every service the decision engine reads online: one Feast read per decision fetches them all
 ONLINE_SERVICES: Final = (DECISION_SERVICE, *FEATURE_SERVICES.values())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from sextant.contracts import (
+    DECISION_FEATURES,
     DECISION_SERVICE,
     FAMILIES,
     FEATURE_SERVICES,
@@ -26,6 +27,12 @@ def test_the_feature_registry_declares_exactly_the_contract_services() -> None:
     assert set(ONLINE_SERVICES) == {*FEATURE_SERVICES.values(), DECISION_SERVICE}
     assert len(ONLINE_SERVICES) == len(set(ONLINE_SERVICES))
     assert set(DECLARED) == set(ONLINE_SERVICES)
+
+
+def test_the_decision_features_are_the_ones_its_kernels_read() -> None:
+    from sextant.decision.signals import FEATURES_USED
+
+    assert DECISION_FEATURES == FEATURES_USED
 
 
 def test_importing_the_contract_pulls_in_no_heavy_library() -> None:
