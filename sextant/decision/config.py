@@ -8,6 +8,7 @@ service and the backtest see the same numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal, Self
 
@@ -231,7 +232,7 @@ class DecisionConfig(SextantConfig):
 
     def config_hash(self) -> str:
         """Stable short hash of every setting (goes into MLflow runs and decision records)."""
-        return config_hash(self)
+        return _decision_hash(self)
 
     def ta_only(self) -> DecisionConfig:
         """The TA-only baseline of this strategy: TA weight 1, ML weight 0, no model required."""
@@ -243,3 +244,10 @@ class DecisionConfig(SextantConfig):
         fuser = self.fuser.replace(ta_weight=0.0, ml_weight=1.0, allow_ta_only=False)
         risk = self.risk if self.risk.min_models > 0 else self.risk.replace(min_models=1)
         return self.replace(fuser=fuser, risk=risk)
+
+
+@functools.lru_cache(maxsize=64)
+def _decision_hash(config: DecisionConfig) -> str:
+    # every decision record carries the hash (about 25 us to compute): once per config, which is
+    # frozen and hashable, so equal configs share one entry
+    return config_hash(config)
