@@ -432,6 +432,54 @@ def backtest(
 
 
 @app.command()
+def decide(
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    account: Annotated[str, typer.Option(help="Decisions store account.")] = "paper",
+    at: Annotated[
+        str | None, typer.Option(help="ISO time to decide at (default: now); the latest bar close.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the decision engine in process once: online features, champions, risk gate, record."""
+    settings = _settings()
+    from serving.decisions_store import decision_id
+    from serving.engine import DecisionEngine
+    from sextant.errors import RecordConflictError
+
+    engine = DecisionEngine.from_settings(settings, account=account)
+    try:
+        decisions = engine.decide(tuple(symbol) if symbol else None, now=_parse_time(at, "--at"))
+        records = [
+            {"id": decision_id(account, d.symbol, d.ts), "account": account, **d.as_record()}
+            for d in decisions
+        ]
+    except RecordConflictError as exc:  # this bar is decided already: the stored record stands
+        typer.echo(f"already decided at this bar; the stored record stands ({exc})", err=True)
+        first = engine.store.get(exc.record_id)
+        bar = None if first is None else datetime.fromisoformat(first["ts"])
+        found = (
+            engine.store.get(decision_id(account, s, bar))
+            for s in (symbol or settings.symbols)
+            if bar is not None
+        )
+        records = [r for r in found if r is not None]
+    finally:
+        engine.close()
+    if as_json:
+        _emit_json({"decisions": records})
+        return
+    from sextant.cli.render import print_table
+
+    keys = ("symbol", "ts", "action", "price", "fused_score", "confidence", "target_fraction")
+    print_table("decisions", [{k: r.get(k) for k in keys} for r in records], list(keys))
+    for r in records:
+        failed = [c["reason_code"] for c in r["risk_checks"] if not c["passed"]]
+        typer.echo(f"{r['id']}: {r['symbol']} {r['action']}; failed checks: {failed or 'none'}")
+
+
+@app.command()
 def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
