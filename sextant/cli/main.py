@@ -7,6 +7,7 @@ layer depends on the CLI.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import datetime
 from enum import StrEnum
@@ -61,8 +62,20 @@ def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
     return settings
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN: unknown) as None: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
 def _emit_json(payload: dict[str, Any]) -> None:
-    typer.echo(json.dumps(payload, indent=2, default=str))
+    """Print ``payload`` as strict JSON (NaN and infinities as null)."""
+    typer.echo(json.dumps(_strict(payload), indent=2, default=str, allow_nan=False))
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:

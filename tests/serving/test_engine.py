@@ -203,7 +203,8 @@ def test_cli_decide_prints_the_full_record_and_a_replay_shows_the_stored_one(
     args = ("decide", "--symbol", "ETH/USDT", "--account", "cli", "--json")
     at = ("--at", (served_home.last_close + timedelta(hours=2)).isoformat())
 
-    first = json.loads(sextant(home, *args, *at).stdout)["decisions"]
+    strict = {"parse_constant": _not_json}  # NaN must be printed as null
+    first = json.loads(sextant(home, *args, *at).stdout, **strict)["decisions"]
     again = sextant(home, *args, *at)
 
     (record,) = first
@@ -212,4 +213,8 @@ def test_cli_decide_prints_the_full_record_and_a_replay_shows_the_stored_one(
     assert {"models", "features", "model_versions", "fused_score"} <= set(record)
     assert record["feature_age_bars"] == 2.0 and record["target_fraction"] == 0.0  # stale
     # the bar is decided already (the gate advanced): the stored record stands and is printed
-    assert json.loads(again.stdout)["decisions"][0]["id"] == record["id"]
+    assert json.loads(again.stdout, **strict)["decisions"][0]["id"] == record["id"]
+
+
+def _not_json(constant: str) -> float:
+    raise AssertionError(f"{constant} printed: not JSON")
