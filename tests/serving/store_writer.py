@@ -39,6 +39,7 @@ from sextant.decision import (
     decide,
 )
 from sextant.paths import StatePaths
+from tests.sextant.decision.conftest import BULLISH
 
 __all__ = [
     "ACCOUNT",
@@ -63,15 +64,7 @@ CONFIG = DecisionConfig.from_dict(
     {"risk": {"daily_loss_limit": 0.01, "soft_drawdown": 0.01, "hard_drawdown": 0.02}}
 )
 # every TA vote long but mean reversion, both models up: a BUY while the gate is ACTIVE
-FEATURES = {
-    "rsi_14": 60.0,
-    "macd_hist_pct": 0.001,
-    "bb_percent_b_20": 0.5,
-    "adx_14": 25.0,
-    "ema_cross_12_26": 0.01,
-    "donchian_breakout_20": 1.0,
-    "natr_14": 0.8,
-}
+FEATURES = BULLISH
 MODELS = ModelOutputs(p_xgb=0.6, p_lstm=0.6, garch_variance=4e-5, var_quantile=2.6)
 PRICES = {"BTC/USDT": 60_000.0, "ETH/USDT": 3_000.0}
 

@@ -10,19 +10,12 @@ import pytest
 from sextant.decision import DecisionConfig, ModelOutputs, RiskGate, decide
 from sextant.errors import DataValidationError
 from sextant.execution import Candle, ExecutionConfig, PaperBroker
+from tests.sextant.decision.conftest import BULLISH as DECISION_BULLISH
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 FLAT = Candle(open=100.0, high=101.0, low=99.0, close=100.0, volume=1_000.0)
-BULLISH = {
-    "rsi_14": 60.0,
-    "macd_hist_pct": 0.001,
-    "bb_percent_b_20": 0.5,
-    "adx_14": 25.0,
-    "ema_cross_12_26": 0.01,
-    "donchian_breakout_20": 1.0,
-    "natr_14": 1.0,
-}
+BULLISH = {**DECISION_BULLISH, "natr_14": 1.0}  # ATR 1 at a price of 100: stop 2 below
 CONFIG = DecisionConfig.from_dict(
     {
         "sizing": {"target_annual_vol": 5.0, "kelly_fraction": 1.0, "max_leverage": 0.5},
