@@ -8,7 +8,8 @@ torch:
 - the LSTM's ONNX input ``sequence`` [N, seq_len, F]: the window's last ``seq_len`` rows
   (`sequence_input`);
 - GARCH's one-step conditional variance: recomputed from the window of log returns with the
-  registered ONNX recursion, one step per return (`garch_variance`), so it advances with every
+  registered ONNX recursion, one step per return (`garch_variance`; the decision engine runs the
+  same steps as one ONNX Scan, `serving.garch_window`), so it advances with every
   bar instead of being frozen at training time.
 
 GARCH's tolerance: the recursion ``v' = omega + a(r) * (r - mu)**2 + beta * v`` is linear in the
@@ -34,6 +35,7 @@ from sextant.errors import ConfigError, DataValidationError
 __all__ = [
     "GARCH_VARIANCE_TOLERANCE",
     "VarianceStep",
+    "garch_seed",
     "garch_variance",
     "sequence_input",
     "unpack_vectors",
@@ -93,6 +95,26 @@ def sequence_input(
     return sequence
 
 
+def garch_seed(returns: npt.ArrayLike) -> FloatArray:
+    """Where the recursion over each window starts: its mean squared return, [N, 1].
+
+    NaN returns are left out; a window without any return gives NaN (no variance).
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim != 2:
+        raise DataValidationError(
+            f"return windows must be [symbols, window], got shape {r.shape}", field="returns"
+        )
+    present = ~np.isnan(r)
+    if np.isinf(r[present]).any():
+        raise DataValidationError("return windows hold infinite values", field="returns")
+    counts = present.sum(axis=1)
+    squares = np.where(present, r, 0.0) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        seed: FloatArray = (squares.sum(axis=1) / counts).reshape(-1, 1)  # NaN: no return
+    return seed
+
+
 def garch_variance(step: VarianceStep, returns: npt.ArrayLike) -> FloatArray:
     """Next-bar conditional variance per row from its window of returns, [N, W] oldest first.
 
@@ -107,12 +129,7 @@ def garch_variance(step: VarianceStep, returns: npt.ArrayLike) -> FloatArray:
             f"return windows must be [symbols, window], got shape {r.shape}", field="returns"
         )
     present = ~np.isnan(r)
-    if np.isinf(r[present]).any():
-        raise DataValidationError("return windows hold infinite values", field="returns")
-    counts = present.sum(axis=1)
-    squares = np.where(present, r, 0.0) ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        variance = (squares.sum(axis=1) / counts).reshape(-1, 1)  # NaN where no return
+    variance = garch_seed(r)
     for k in range(r.shape[1]):
         known = present[:, k : k + 1]
         if not known.any():

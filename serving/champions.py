@@ -141,7 +141,10 @@ def _champion_version(client: MlflowClient, model: str) -> Any | None:
 
 
 def _open(client: MlflowClient, family: str, version: Any, tracking_uri: str) -> Champion:
+    import onnx
     import onnxruntime
+
+    from serving.garch_window import windowed_model
 
     label = f"{version.name} version {version.version}"
     tags = dict(version.tags or {})
@@ -152,9 +155,10 @@ def _open(client: MlflowClient, family: str, version: Any, tracking_uri: str) ->
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # single-row requests: threads cost more than they give
     try:
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        source: str | bytes = str(path)
+        if family in VOLATILITY_FAMILIES:  # the one-step graph over a whole window, one call
+            source = windowed_model(onnx.load(path)).SerializeToString()
+        session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         raise ModelUnavailableError(f"{label}: onnxruntime cannot open {path}: {exc}") from exc
     metadata = dict(session.get_modelmeta().custom_metadata_map)

@@ -36,9 +36,10 @@ import numpy.typing as npt
 
 from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
-from features.online import garch_variance, sequence_input
+from features.online import sequence_input
 from serving.champions import Champion, check_registry, load_champions
 from serving.decisions_store import DecisionsStore
+from serving.garch_window import windowed_feeds
 from serving.prices import latest_closes
 from sextant.contracts import DECISION_FEATURES, DECISION_SERVICE, FEATURE_SERVICES
 from sextant.decision import (
@@ -260,18 +261,10 @@ class DecisionEngine:
         variance = np.full(len(symbols), np.nan)
         if not known:
             return variance
-        index = np.array([[fitted.index(symbols[i])] for i in known], dtype=np.int64)
+        index = [fitted.index(symbols[i]) for i in known]
         returns = vectors.window[known, :, vectors.features.index(GARCH_RETURN)]
-
-        def step(last_return: FloatArray, last_variance: FloatArray) -> npt.ArrayLike:
-            feeds = {
-                "symbol_index": index,
-                "last_return": last_return,
-                "last_variance": last_variance,
-            }
-            return _first_output(session, feeds)
-
-        variance[known] = garch_variance(step, returns)
+        # the champion's session is the registered recursion scanned over the window
+        variance[known] = _first_output(session, windowed_feeds(index, returns)).reshape(-1)
         return variance
 
     def _var_quantiles(self, symbols: tuple[str, ...]) -> list[float]:
