@@ -8,8 +8,8 @@ torch:
 - the LSTM's ONNX input ``sequence`` [N, seq_len, F]: the window's last ``seq_len`` rows
   (`sequence_input`);
 - GARCH's one-step conditional variance: recomputed from the window of log returns with the
-  registered ONNX recursion, one step per return (`garch_variance`; the decision engine runs the
-  same steps as one ONNX Scan, `serving.garch_window`), so it advances with every
+  registered ONNX recursion, one step per return (`garch_variance`; the decision engine evaluates
+  the same recursion in one ONNX call, `serving.garch_window`), so it advances with every
   bar instead of being frozen at training time.
 
 GARCH's tolerance: the recursion ``v' = omega + a(r) * (r - mu)**2 + beta * v`` is linear in the

@@ -263,7 +263,7 @@ class DecisionEngine:
             return variance
         index = [fitted.index(symbols[i]) for i in known]
         returns = vectors.window[known, :, vectors.features.index(GARCH_RETURN)]
-        # the champion's session is the registered recursion scanned over the window
+        # the champion's session is the registered recursion evaluated over the whole window
         variance[known] = _first_output(session, windowed_feeds(index, returns)).reshape(-1)
         return variance
 

@@ -1,4 +1,4 @@
-"""The registered GARCH graph run over a window in one call equals the step-by-step recursion."""
+"""The registered GARCH graph evaluated over a window in one call equals stepping it per return."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.models.conftest import FittedSample, sim_gjr, sim_t
 __all__ = ["sim_gjr", "sim_t"]  # fixtures shared with the model tests (fitted once a session)
 
 
-def test_one_windowed_call_equals_the_one_step_graph_bar_by_bar(
+def test_one_windowed_call_equals_the_one_step_graph_stepped_per_return(
     sim_t: FittedSample, sim_gjr: FittedSample
 ) -> None:
     # Arrange: two symbols' fits in one registered graph; windows with a gap, a short history
@@ -38,9 +38,10 @@ def test_one_windowed_call_equals_the_one_step_graph_bar_by_bar(
     # Act
     model = windowed_model(one_step)
     (served,) = cpu_session(model).run([OUTPUT], windowed_feeds(index, windows))
-    # Assert: bit for bit, including the gap, the short and the empty window
-    assert np.array_equal(np.asarray(served).reshape(-1), expected, equal_nan=True)
+    # Assert: to rounding, including the gap, the short and the empty window
+    served = np.asarray(served).reshape(-1)
     assert np.isfinite(expected[:3]).all() and np.isnan(expected[3])
+    assert np.allclose(served[:3], expected[:3], rtol=1e-12, atol=0) and np.isnan(served[3])
     # the wrapper keeps the registered graph's metadata (symbols, VaR quantiles)
     props = {p.key: p.value for p in model.metadata_props}
     assert props == {p.key: p.value for p in one_step.metadata_props}
