@@ -41,18 +41,22 @@ from sextant.errors import (
     DataValidationError,
     RecordConflictError,
     SourceUnavailableError,
+    StateChangedError,
 )
 
 __all__ = [
+    "ANY_VERSION",
     "SCHEMA_VERSION",
     "AccountState",
+    "BookMark",
     "DecisionsStore",
     "Recorded",
     "Synchronous",
     "decision_id",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: book_marks (the paper account's equity per bar)
+ANY_VERSION: Final = "*"  # ``record(expect_version=...)``: write whatever state is stored
 Synchronous = Literal["NORMAL", "FULL"]
 
 # The schema uses only types and statements that PostgreSQL accepts as written (TEXT columns,
@@ -85,7 +89,24 @@ _SCHEMA: Final = (
         gate_state TEXT,
         trading_state TEXT
     )""",
+    # the paper book after each bar it processed: the equity curve of `sextant paper history`
+    """CREATE TABLE IF NOT EXISTS book_marks (
+        account TEXT NOT NULL,
+        bar_open TEXT NOT NULL,
+        equity DOUBLE PRECISION,
+        cash DOUBLE PRECISION,
+        realized DOUBLE PRECISION,
+        unrealized DOUBLE PRECISION,
+        fees DOUBLE PRECISION,
+        funding DOUBLE PRECISION,
+        PRIMARY KEY (account, bar_open)
+    )""",
 )
+_INSERT_MARK: Final = (
+    "INSERT INTO book_marks (account, bar_open, equity, cash, realized, unrealized, fees, funding)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, bar_open) DO NOTHING"
+)
+_SELECT_STATE_VERSION: Final = "SELECT updated_at FROM account_state WHERE account = ?"
 _INSERT_VERSION: Final = (
     "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
 )
@@ -156,6 +177,20 @@ def _json(value: object, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class BookMark:
+    """The paper book after one bar: what ``PaperBroker.on_bar`` reported (fees and funding are
+    the bar's, summed over symbols)."""
+
+    bar_open: datetime
+    equity: float
+    cash: float
+    realized: float
+    unrealized: float
+    fees: float
+    funding: float
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What ``record`` wrote: the batch's ids, and how many of them were new.
 
@@ -165,6 +200,7 @@ class Recorded:
 
     ids: tuple[str, ...]
     inserted: int
+    version: str | None = None  # the account state's new version, when this call wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,12 +217,22 @@ class AccountState:
     portfolio: dict[str, Any] | None
     gate_state: tuple[float, ...] | None
     trading_state: TradingState | None
+    version: str  # the stored ``updated_at`` text: ``record(expect_version=...)`` compares it
 
     def risk_gate(self, config: RiskConfig) -> RiskGate | None:
         """The stored gate resumed under ``config`` (a HALTED gate comes back HALTED)."""
         if self.gate_state is None:
             return None
         return RiskGate.restore(config, self.gate_state)
+
+
+def _mark(row: Sequence[Any]) -> BookMark:
+    equity, cash, realized, unrealized, fees, funding = (
+        math.nan if v is None else float(v) for v in row[2:8]
+    )
+    return BookMark(
+        datetime.fromisoformat(row[1]), equity, cash, realized, unrealized, fees, funding
+    )
 
 
 def _location(location: str | Path) -> Path:
@@ -306,6 +352,8 @@ class DecisionsStore:
         portfolio: Mapping[str, Any] | None = None,
         gate: RiskGate | None = None,
         as_of: datetime | None = None,
+        marks: Sequence[BookMark] = (),
+        expect_version: str | None = ANY_VERSION,
     ) -> Recorded:
         """Store one bar's decisions with the account's portfolio and gate state, in one
         transaction; returns after the commit (the write is then acknowledged).
@@ -313,8 +361,12 @@ class DecisionsStore:
         ``decisions``: one bar, at most one per symbol (may be empty to store state alone).
         ``portfolio``: the broker's JSON-serialisable snapshot; ``gate``: its state is stored;
         either left None keeps what is stored. ``as_of``: the bar the state is as of (defaults
-        to the decisions' bar; must equal it). A bar already recorded with identical decisions
-        changes nothing; with other content, ``RecordConflictError`` and nothing is written.
+        to the decisions' bar; must equal it). ``marks``: the book after each bar it processed
+        since the last write (kept once per bar). A bar already recorded with identical
+        decisions changes nothing; with other content, ``RecordConflictError`` and nothing is
+        written. ``expect_version``: the ``AccountState.version`` the caller read (None: no state
+        yet); another writer's state in between is a ``StateChangedError`` and nothing is
+        written (re-read and decide again). ``ANY_VERSION`` (default) skips that check.
         """
         if self._readonly:
             raise ConfigError(f"decisions store {self._path} was opened read-only")
@@ -347,7 +399,20 @@ class DecisionsStore:
                 None if gate is None else _json(gate.state_vector(), "gate_state"),
                 None if gate is None else gate.state.value,
             )
-        return self._write(rows, state)
+        mark_rows = [
+            (
+                account,
+                _utc_text(m.bar_open, "bar_open"),
+                m.equity,
+                m.cash,
+                m.realized,
+                m.unrealized,
+                m.fees,
+                m.funding,
+            )
+            for m in marks
+        ]
+        return self._write(rows, state, mark_rows, account, expect_version)
 
     @staticmethod
     def _portfolio_json(portfolio: Mapping[str, Any]) -> str:
@@ -399,7 +464,14 @@ class DecisionsStore:
             )
         return rows, bar
 
-    def _write(self, rows: list[tuple[str, ...]], state: tuple[str | None, ...] | None) -> Recorded:
+    def _write(
+        self,
+        rows: list[tuple[str, ...]],
+        state: tuple[str | None, ...] | None,
+        marks: Sequence[tuple[object, ...]] = (),
+        account: str = "",
+        expect_version: str | None = ANY_VERSION,
+    ) -> Recorded:
         with self._lock:
             con = self._con
             if con.in_transaction:
@@ -409,6 +481,8 @@ class DecisionsStore:
                 # the first write, where a concurrent writer would fail the transaction
                 con.execute("BEGIN IMMEDIATE")
                 try:
+                    if expect_version != ANY_VERSION:
+                        self._check_version(account, expect_version)
                     inserted = 0
                     for row in rows:
                         if con.execute(_INSERT_DECISION, row).rowcount:
@@ -416,8 +490,11 @@ class DecisionsStore:
                         else:
                             self._check_replay(row)
                     # a bar replayed in full changes nothing: its state was stored with it
+                    version = None
                     if state is not None and (inserted or not rows):
                         con.execute(_UPSERT_STATE, state)
+                        con.executemany(_INSERT_MARK, marks)
+                        version = state[2]
                     con.execute("COMMIT")
                 except BaseException:
                     if con.in_transaction:
@@ -425,7 +502,18 @@ class DecisionsStore:
                     raise
             except sqlite3.OperationalError as exc:
                 self._reraise(exc)
-        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted)
+        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted, version=version)
+
+    def _check_version(self, account: str, expected: str | None) -> None:
+        found = self._con.execute(_SELECT_STATE_VERSION, (account,)).fetchone()
+        stored = None if found is None else found[0]
+        if stored != expected:
+            raise StateChangedError(
+                f"account {account}'s state changed since it was read (stored version "
+                f"{stored}, read {expected}): another writer recorded in between",
+                record_id=account,
+                origin=str(self._path),
+            )
 
     def _check_replay(self, row: tuple[str, ...]) -> None:
         ident, new = row[0], row[-1]
@@ -518,6 +606,37 @@ class DecisionsStore:
         where, params = self._filters(account, symbol, start, end)
         return int(self._query(f"SELECT COUNT(*) FROM decisions{where}", params)[0][0])
 
+    def records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored records among ``ids``, by id (one query)."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(f"SELECT id, record FROM decisions WHERE id IN ({marks})", tuple(ids))
+        return {ident: orjson.loads(record) for ident, record in rows}
+
+    def state_version(self, account: str) -> str | None:
+        """The account's ``AccountState.version`` (None before its first write); one small read."""
+        rows = self._query(_SELECT_STATE_VERSION, (account,))
+        return str(rows[0][0]) if rows else None
+
+    def marks(
+        self, account: str, *, start: datetime | None = None, limit: int | None = None
+    ) -> list[BookMark]:
+        """The account's book after each bar, oldest first (the latest ``limit`` when given)."""
+        sql = "SELECT * FROM book_marks WHERE account = ?"
+        params: list[object] = [account]
+        if start is not None:
+            sql += " AND bar_open >= ?"
+            params.append(_utc_text(start, "start"))
+        sql += " ORDER BY bar_open DESC"
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise DataValidationError(f"limit must be a non-negative integer, got {limit!r}")
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._query(sql, params)
+        return [_mark(row) for row in reversed(rows)]
+
     def account_state(self, account: str) -> AccountState | None:
         """The account's stored portfolio and gate state, or None before its first write."""
         rows = self._query(_SELECT_STATE, (account,))
@@ -534,6 +653,7 @@ class DecisionsStore:
             portfolio=None if portfolio is None else orjson.loads(portfolio),
             gate_state=vector,
             trading_state=None if trading_state is None else TradingState(trading_state),
+            version=updated_at,
         )
 
     @staticmethod

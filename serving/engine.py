@@ -2,8 +2,17 @@
 
 Per request (one bar, any number of symbols): one Feast online read returns every service's
 vector; each champion runs once over all symbols (onnxruntime, no torch or xgboost); each symbol
-is decided by the same ``decide`` the backtest replays; the bar's decisions are written with the
-risk gate's state in one transaction of the decisions store.
+is decided by the same ``decide`` the backtest replays, its approved target submitted to the
+account's paper book (`sextant.execution.PaperBroker`); the bar's decisions are written with the
+book, its equity marks and the risk gate's state in one transaction of the decisions store.
+
+**Which bar.** A decision is made at a bar close: the latest one the data describes (the newest
+``as_of`` among the symbols' vectors), never after the clock's latest bar close. Before a bar's
+candles are ingested the engine therefore still answers for the previous bar, and a request
+never advances the paper book over a bar the market store has not seen. One decision per
+(account, symbol, bar): a symbol already decided at that bar is answered with its stored record
+(the first request made it, and the book acted on it). Before deciding, the book is brought up to
+the bar with the market store's candles and funding (`serving.market`, read once per new bar).
 
 Failures are decisions, not errors (the gate records the reason):
 
@@ -11,12 +20,11 @@ Failures are decisions, not errors (the gate records the reason):
   ``MODEL_UNAVAILABLE``;
 - a champion that fails at run time → NaN and ``model_error``, which the gate's circuit breaker
   counts (``CIRCUIT_BREAKER`` after ``RiskConfig.max_consecutive_errors`` in a row);
-- features older than ``RiskConfig.max_feature_age_bars`` bars at the decision's bar, or none at
-  all (a failed read with nothing read before) → ``STALE_FEATURES``. A failed online read (e.g.
-  a view being materialized) falls back to the last good read, flagged by its age.
-
-The decision's ``ts`` is the latest bar close at ``now``; a feature vector's age is the number of
-bars between its own bar close (``as_of``) and that one.
+- features older than ``RiskConfig.max_feature_age_bars`` bars by the clock (its latest bar
+  close), or none at all (a failed read with nothing read before) → ``STALE_FEATURES``. A failed
+  online read (e.g. a view being materialized) falls back to the last good read, flagged by its
+  age. Without any data the decisions are recorded at the clock's bar and the book is left as it
+  is (nothing can be filled without candles).
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,9 +48,9 @@ from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
 from features.online import sequence_input
 from serving.champions import Champion, check_registry, load_champions
-from serving.decisions_store import DecisionsStore
+from serving.decisions_store import BookMark, DecisionsStore, decision_id
 from serving.garch_window import windowed_feeds
-from serving.prices import latest_closes
+from serving.market import ClosedBar, closed_bars, latest_closes
 from sextant.contracts import DECISION_FEATURES, DECISION_SERVICE, FEATURE_SERVICES
 from sextant.decision import (
     Decision,
@@ -51,16 +61,24 @@ from sextant.decision import (
     SizingConfig,
     decide,
 )
-from sextant.errors import ConfigError, SourceUnavailableError
+from sextant.errors import (
+    ConfigError,
+    RecordConflictError,
+    SourceUnavailableError,
+    UnknownSymbolError,
+)
 from sextant.execution import ExecutionConfig, PaperBroker
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
-__all__ = ["DecisionEngine", "FamilyOutput"]
+__all__ = ["DecisionBatch", "DecisionEngine", "FamilyOutput"]
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+
+MARKET_ATTEMPTS = 10  # an ingest holds the market store for well under a second per batch
+MARKET_RETRY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +89,59 @@ class FamilyOutput:
     error: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionBatch:
+    """What ``DecisionEngine.decide`` answered: one bar's records, in the symbols' order.
+
+    ``made`` are the decisions this call made (and submitted to the paper book); the others were
+    already recorded for the bar and are answered from the store. ``versions`` are the champions
+    that served the call; ``feature_age_bars`` the age by the clock of each symbol's vectors.
+    """
+
+    ts: datetime
+    records: tuple[dict[str, Any], ...]
+    made: tuple[Decision, ...]
+    versions: Mapping[str, str]
+    feature_age_bars: Mapping[str, float]
+
+
+@dataclass(slots=True)
+class _Book:
+    """An account's paper book and gate as of a stored state version (the engine's cache)."""
+
+    version: str | None
+    broker: PaperBroker
+    gate: RiskGate
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """Everything a bar's decisions read, before any state is touched."""
+
+    symbols: tuple[str, ...]
+    ts: datetime
+    clock_ts: datetime
+    data_ts: datetime | None
+    as_of: list[datetime | None]
+    ages: list[float]
+    outputs: dict[str, FamilyOutput]
+    features: list[dict[str, float | None]]
+    var_quantile: list[float]
+    versions: dict[str, str]
+
+    @property
+    def model_error(self) -> bool:
+        return any(o.error for o in self.outputs.values())
+
+
 class DecisionEngine:
     """Decides symbols at the latest bar close and records the decisions; one per process.
 
-    Build it with `from_settings`; `decide` is the per-request path.
+    Build it with `from_settings`; `decide` is the per-request path, `evaluate` the same without
+    recording anything, `reload` swaps in the registry's current champions.
     """
+
+    MAX_ATTEMPTS = 3  # a write that lost a race with another process is decided again
 
     def __init__(
         self,
@@ -89,16 +155,20 @@ class DecisionEngine:
         execution: ExecutionConfig,
     ) -> None:
         self.settings = settings
-        self.champions = dict(champions)
+        self.champions: Mapping[str, Champion] = dict(champions)  # swapped whole by `reload`
         self.feast = feast
         self.store = store
         self.account = account
         self.config = config
         self.execution = execution
         self._bar = timeframe_to_timedelta(settings.timeframe)
+        self._symbols = frozenset(settings.symbols)
+        self._lock = threading.RLock()
         self._last_read: dict[str, OnlineVectors] | None = None
         self._last_read_symbols: tuple[str, ...] = ()
+        self._closes: dict[tuple[str, datetime], float] = {}
         self._last_price: dict[str, float] = {}
+        self._books: dict[str, _Book] = {}
 
     @classmethod
     def from_settings(
@@ -147,50 +217,279 @@ class DecisionEngine:
     # --- the per-request path ---------------------------------------------------------------
 
     def decide(
-        self, symbols: Sequence[str] | None = None, *, now: datetime | None = None
+        self,
+        symbols: Sequence[str] | None = None,
+        *,
+        now: datetime | None = None,
+        account: str | None = None,
+    ) -> DecisionBatch:
+        """Decide ``symbols`` (default: the settings') at the latest bar close the data
+        describes by ``now`` (default: the clock), act on the paper book and record them.
+
+        ``UnknownSymbolError`` for a symbol this home does not trade; ``SourceUnavailableError``
+        when the market store stays locked while the book must catch up.
+        """
+        account = account or self.account
+        chosen = self._chosen(symbols)
+        inputs = self._inputs(chosen, now)
+        for attempt in range(self.MAX_ATTEMPTS):
+            with self._lock:
+                try:
+                    return self._decide_once(inputs, account)
+                except RecordConflictError:  # another process wrote this account in between
+                    self._books.pop(account, None)
+                    if attempt + 1 == self.MAX_ATTEMPTS:
+                        raise
+                    log.info("account %s changed under us; deciding again", account)
+                except BaseException:
+                    self._books.pop(account, None)  # the cached book may be half-updated
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def evaluate(
+        self,
+        symbols: Sequence[str] | None = None,
+        *,
+        now: datetime | None = None,
+        account: str | None = None,
     ) -> list[Decision]:
-        """Decide ``symbols`` (default: the settings') at the latest bar close at ``now``
-        (default: the clock), record them, and return them in the symbols' order."""
-        chosen = tuple(dict.fromkeys(symbols or self.settings.symbols))
-        bar_ts = self._bar_close(now)
-        online = self._online_read(chosen)
-        as_of = _as_of(online, chosen)
-        ages = [math.inf if moment is None else (bar_ts - moment) / self._bar for moment in as_of]
-        outputs = self._model_outputs(online, chosen)
-        model_error = any(o.error for o in outputs.values())
-        prices = self._prices(chosen, [m or bar_ts for m in as_of])
-        state = self.store.account_state(self.account)
-        gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
-        portfolio = self._portfolio(None if state is None else state.portfolio, chosen)
-        features = _decision_features(online, chosen)
-        var_quantile = self._var_quantiles(chosen)
+        """The decisions ``decide`` would make now, without recording or submitting anything
+        (the account's stored book and gate are read, on copies)."""
+        account = account or self.account
+        inputs = self._inputs(self._chosen(symbols), now)
+        with self._lock:
+            state = self.store.account_state(account)
+            if state is not None and state.portfolio is not None:
+                broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
+                portfolio = broker.portfolio()
+            else:
+                portfolio = self._fresh_portfolio()
+            gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(
+                self.config.risk
+            )
         positions = dict(portfolio.positions)
-        decisions: list[Decision] = []
-        for i, symbol in enumerate(chosen):
-            decision = decide(
-                symbol,
-                bar_ts,
-                features[i],
-                ModelOutputs(
-                    p_xgb=float(outputs["xgb"].values[i]),
-                    p_lstm=float(outputs["lstm"].values[i]),
-                    garch_variance=float(outputs["garch"].values[i]),
-                    var_quantile=var_quantile[i],
-                ),
-                PortfolioState(portfolio.equity, positions),
-                self.config,
-                gate,
-                price=prices[symbol],
-                feature_age_bars=ages[i],
-                model_error=model_error,
-                model_versions=self.model_versions,
+        decisions = []
+        for i, symbol in enumerate(inputs.symbols):
+            decision = self._decide_symbol(
+                inputs, i, PortfolioState(portfolio.equity, positions), gate
             )
             if decision.target_fraction != decision.current_fraction:
-                # as in the backtest: a symbol decided earlier in the bar counts at its target
                 positions[symbol] = decision.target_fraction * portfolio.equity
             decisions.append(decision)
-        self.store.record(decisions, account=self.account, gate=gate)
         return decisions
+
+    def account_state(self, account: str | None = None) -> tuple[PaperBroker | None, RiskGate]:
+        """The account's stored paper book (None before its first decision) and gate."""
+        state = self.store.account_state(account or self.account)
+        broker = None
+        if state is not None and state.portfolio is not None:
+            broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
+        gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
+        return broker, gate
+
+    def set_gate(self, change: Callable[[RiskGate], None], account: str | None = None) -> RiskGate:
+        """Apply an operator's ``change`` (kill switch, reset) to the account's stored gate and
+        store it; returns the gate as stored."""
+        account = account or self.account
+        with self._lock:
+            self._books.pop(account, None)
+            state = self.store.account_state(account)
+            gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(
+                self.config.risk
+            )
+            change(gate)
+            as_of = state.as_of if state is not None else self._bar_close(None)
+            self.store.record(
+                [],
+                account=account,
+                gate=gate,
+                as_of=as_of,
+                expect_version=None if state is None else state.version,
+            )
+            return gate
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def _chosen(self, symbols: Sequence[str] | None) -> tuple[str, ...]:
+        chosen = tuple(dict.fromkeys(symbols or self.settings.symbols))
+        for symbol in chosen:
+            if symbol not in self._symbols:
+                raise UnknownSymbolError(
+                    f"unknown symbol {symbol!r}: this home trades "
+                    f"{', '.join(self.settings.symbols)}",
+                    symbol=symbol,
+                )
+        return chosen
+
+    def _inputs(self, chosen: tuple[str, ...], now: datetime | None) -> _Inputs:
+        champions = self.champions  # one set for the whole call, even if `reload` swaps it
+        clock_ts = self._bar_close(now)
+        online = self._online_read(chosen)
+        as_of = _as_of(online, chosen)
+        known = [m for m in as_of if m is not None]
+        if known and max(known) > clock_ts:
+            raise ConfigError(
+                f"the online features are as of {max(known).isoformat()}, after the bar "
+                f"closing at {clock_ts.isoformat()} asked for: the online store holds only the "
+                "latest vectors (replay history with `sextant backtest`)"
+            )
+        data_ts = max(known) if known else None
+        return _Inputs(
+            symbols=chosen,
+            ts=clock_ts if data_ts is None else data_ts,
+            clock_ts=clock_ts,
+            data_ts=data_ts,
+            as_of=as_of,
+            ages=[math.inf if m is None else (clock_ts - m) / self._bar for m in as_of],
+            outputs=self._model_outputs(champions, online, chosen),
+            features=_decision_features(online, chosen),
+            var_quantile=self._var_quantiles(champions, chosen),
+            versions={family: c.version for family, c in champions.items()},
+        )
+
+    def _decide_once(self, inputs: _Inputs, account: str) -> DecisionBatch:
+        book = self._book(account)
+        ts = inputs.ts
+        if book.broker.last_bar_open is not None:
+            ts = max(ts, book.broker.last_bar_open + self._bar)  # the book never goes back
+        ids = [decision_id(account, symbol, ts) for symbol in inputs.symbols]
+        stored = self.store.records(ids)
+        todo = [i for i, ident in enumerate(ids) if ident not in stored]
+        made: list[Decision] = []
+        if todo:
+            missing = [s for s in inputs.symbols if s not in book.broker.symbols]
+            if missing:
+                raise ConfigError(
+                    f"account {account}'s paper book trades {', '.join(book.broker.symbols)}, "
+                    f"not {', '.join(missing)}: use another account for the new symbols"
+                )
+            # the book acts only on bars the market store has (the data's bar)
+            trading = inputs.data_ts is not None and ts <= inputs.data_ts
+            marks = self._catch_up(book.broker, ts) if trading else []
+            prices = self._prices(inputs, ts)
+            for i in todo:
+                symbol = inputs.symbols[i]
+                decision = self._decide_symbol(
+                    inputs, i, book.broker.portfolio(), book.gate, ts=ts, price=prices[symbol]
+                )
+                if trading:
+                    if book.broker.equity > 0:
+                        book.broker.submit(decision)
+                    else:  # a ruined book sizes nothing: close out, as the backtest does
+                        book.broker.flatten(symbol)
+                made.append(decision)
+            recorded = self.store.record(
+                made,
+                account=account,
+                portfolio=book.broker.to_snapshot() if trading else None,
+                gate=book.gate,
+                marks=marks,
+                expect_version=book.version,
+            )
+            book.version = recorded.version or book.version
+            stored |= self.store.records([ids[i] for i in todo])
+        return DecisionBatch(
+            ts=ts,
+            records=tuple(stored[ident] for ident in ids),
+            made=tuple(made),
+            versions=inputs.versions,
+            feature_age_bars=dict(zip(inputs.symbols, inputs.ages, strict=True)),
+        )
+
+    def _decide_symbol(
+        self,
+        inputs: _Inputs,
+        i: int,
+        portfolio: PortfolioState,
+        gate: RiskGate,
+        *,
+        ts: datetime | None = None,
+        price: float | None = None,
+    ) -> Decision:
+        symbol = inputs.symbols[i]
+        if price is None:
+            price = self._prices(inputs, inputs.ts)[symbol]
+        return decide(
+            symbol,
+            ts or inputs.ts,
+            inputs.features[i],
+            ModelOutputs(
+                p_xgb=float(inputs.outputs["xgb"].values[i]),
+                p_lstm=float(inputs.outputs["lstm"].values[i]),
+                garch_variance=float(inputs.outputs["garch"].values[i]),
+                var_quantile=inputs.var_quantile[i],
+            ),
+            portfolio,
+            self.config,
+            gate,
+            price=price,
+            feature_age_bars=inputs.ages[i],
+            model_error=inputs.model_error,
+            model_versions=inputs.versions,
+        )
+
+    def _book(self, account: str) -> _Book:
+        """The account's book and gate, from the cache while the stored version is unchanged."""
+        version = self.store.state_version(account)
+        cached = self._books.get(account)
+        if cached is not None and cached.version == version:
+            return cached
+        state = self.store.account_state(account)
+        if state is None or state.portfolio is None:
+            broker = PaperBroker(self.settings.symbols, self.settings.timeframe, self.execution)
+        else:
+            broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
+        gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
+        book = _Book(None if state is None else state.version, broker, gate)
+        self._books[account] = book
+        return book
+
+    def _catch_up(self, broker: PaperBroker, ts: datetime) -> list[BookMark]:
+        """Advance ``broker`` over the closed bars up to the one closing at ``ts``."""
+        last_open = ts - self._bar
+        first_open = last_open if broker.last_bar_open is None else broker.last_bar_open + self._bar
+        if first_open > last_open:
+            return []
+        bars = self._closed_bars(broker.symbols, first_open, last_open)
+        marks = []
+        for bar in bars:
+            report = broker.on_bar(bar.bar_open, bar.candles, bar.funding)
+            marks.append(
+                BookMark(
+                    bar_open=bar.bar_open,
+                    equity=report.equity,
+                    cash=report.cash,
+                    realized=report.realized,
+                    unrealized=report.unrealized,
+                    fees=sum(report.fees.values()),
+                    funding=sum(report.funding.values()),
+                )
+            )
+            for symbol, candle in bar.candles.items():
+                self._closes[(symbol, bar.bar_open + self._bar)] = candle.close
+        return marks
+
+    def _closed_bars(
+        self, symbols: Sequence[str], first_open: datetime, last_open: datetime
+    ) -> list[ClosedBar]:
+        """The market store's bars; retried while an ingest holds the file."""
+        for attempt in range(MARKET_ATTEMPTS):
+            try:
+                return closed_bars(self.settings, symbols, first_open, last_open)
+            except Exception as exc:  # duckdb refuses readers while a writer holds the file
+                if attempt + 1 == MARKET_ATTEMPTS:
+                    raise SourceUnavailableError(
+                        f"the market store {self.settings.paths.market_db} stayed unreadable "
+                        f"while the paper book needed bars {first_open.isoformat()} .. "
+                        f"{last_open.isoformat()}: {exc}"
+                    ) from exc
+                time.sleep(MARKET_RETRY_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fresh_portfolio(self) -> PortfolioState:
+        return PortfolioState(
+            self.execution.initial_equity, dict.fromkeys(self.settings.symbols, 0.0)
+        )
 
     def _bar_close(self, now: datetime | None) -> datetime:
         moment = datetime.now(UTC) if now is None else now
@@ -212,13 +511,16 @@ class DecisionEngine:
         return read
 
     def _model_outputs(
-        self, online: Mapping[str, OnlineVectors] | None, symbols: tuple[str, ...]
+        self,
+        champions: Mapping[str, Champion],
+        online: Mapping[str, OnlineVectors] | None,
+        symbols: tuple[str, ...],
     ) -> dict[str, FamilyOutput]:
         nan = np.full(len(symbols), np.nan)
         runs = {"xgb": self._run_xgb, "lstm": self._run_lstm, "garch": self._run_garch}
         outputs: dict[str, FamilyOutput] = {}
         for family, run in runs.items():
-            champion = self.champions.get(family)
+            champion = champions.get(family)
             if champion is None or online is None:
                 outputs[family] = FamilyOutput(nan)
                 continue
@@ -267,37 +569,37 @@ class DecisionEngine:
         variance[known] = _first_output(session, windowed_feeds(index, returns)).reshape(-1)
         return variance
 
-    def _var_quantiles(self, symbols: tuple[str, ...]) -> list[float]:
+    @staticmethod
+    def _var_quantiles(champions: Mapping[str, Champion], symbols: tuple[str, ...]) -> list[float]:
         """GARCH's unit-variance 99 % innovation quantile per symbol (NaN without a fit)."""
-        champion = self.champions.get("garch")
+        champion = champions.get("garch")
         if champion is None:
             return [math.nan] * len(symbols)
         quantiles = json.loads(champion.metadata.get("var99_quantile", "{}"))
         return [float(quantiles.get(s, math.nan)) for s in symbols]
 
-    def _prices(self, symbols: tuple[str, ...], as_of: Sequence[datetime]) -> dict[str, float]:
-        """The close each symbol's features describe; the last one read if the store is busy."""
-        try:
-            closes = latest_closes(self.settings, dict(zip(symbols, as_of, strict=True)))
-        except Exception:  # duckdb refuses readers while an ingest writes: use the last price
-            log.exception("market store read failed; using the last prices read")
-            closes = {}
-        self._last_price.update(closes)
-        missing = [s for s in symbols if s not in self._last_price]
+    def _prices(self, inputs: _Inputs, ts: datetime) -> dict[str, float]:
+        """Each symbol's close at the bar its features describe (``ts`` without features):
+        cached per bar; the market store is read for what is not cached, and while it is busy
+        the last price read stands in."""
+        wanted = {s: m or ts for s, m in zip(inputs.symbols, inputs.as_of, strict=True)}
+        missing = {s: m for s, m in wanted.items() if (s, m) not in self._closes}
         if missing:
-            raise SourceUnavailableError(
-                f"no close price for {', '.join(missing)} in {self.settings.paths.market_db}: "
-                "run `sextant ingest`"
-            )
-        return {s: self._last_price[s] for s in symbols}
-
-    def _portfolio(
-        self, snapshot: Mapping[str, object] | None, symbols: tuple[str, ...]
-    ) -> PortfolioState:
-        """The account's paper books as stored, else a fresh account."""
-        if snapshot is None:
-            return PortfolioState(self.execution.initial_equity, dict.fromkeys(symbols, 0.0))
-        return PaperBroker.from_snapshot(snapshot, self.execution).portfolio()
+            try:
+                for symbol, close in latest_closes(self.settings, missing).items():
+                    self._closes[(symbol, missing[symbol])] = close
+            except Exception:  # duckdb refuses readers while an ingest writes
+                log.exception("market store read failed; using the last prices read")
+        prices: dict[str, float] = {}
+        for symbol, moment in wanted.items():
+            found = self._closes.get((symbol, moment), self._last_price.get(symbol))
+            if found is None:
+                raise SourceUnavailableError(
+                    f"no close price for {symbol} in {self.settings.paths.market_db}: "
+                    "run `sextant ingest`"
+                )
+            self._last_price[symbol] = prices[symbol] = found
+        return prices
 
 
 def _first_output(session: Any, feeds: Mapping[str, np.ndarray]) -> FloatArray:

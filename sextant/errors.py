@@ -63,6 +63,20 @@ class RecordConflictError(DataValidationError):
         super().__init__(message, origin=origin, field="id")
 
 
+class StateChangedError(RecordConflictError):
+    """An account's stored state changed between a writer's read and its write (another process
+    recorded in between). Recovery: nothing was written; read the state again and decide again.
+    """
+
+
+class UnknownSymbolError(DataValidationError):
+    """A symbol that this home does not trade (not in the settings' symbols)."""
+
+    def __init__(self, message: str, *, symbol: str):
+        self.symbol = symbol
+        super().__init__(message, field="symbol")
+
+
 class SourceUnavailableError(SextantError):
     """A source failed transiently (network, rate limit, 5xx). Recovery: retry with backoff."""
 

@@ -455,31 +455,20 @@ def decide(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run the decision engine in process once: online features, champions, risk gate, record."""
+    """Run the decision engine in process once: online features, champions, risk gate, the paper
+    book, record (a symbol already decided at the bar prints its stored record)."""
     settings = _settings()
-    from serving.decisions_store import decision_id
     from serving.engine import DecisionEngine
-    from sextant.errors import RecordConflictError
 
     engine = DecisionEngine.from_settings(settings, account=account)
     try:
-        decisions = engine.decide(tuple(symbol) if symbol else None, now=_parse_time(at, "--at"))
-        records = [
-            {"id": decision_id(account, d.symbol, d.ts), "account": account, **d.as_record()}
-            for d in decisions
-        ]
-    except RecordConflictError as exc:  # this bar is decided already: the stored record stands
-        typer.echo(f"already decided at this bar; the stored record stands ({exc})", err=True)
-        first = engine.store.get(exc.record_id)
-        bar = None if first is None else datetime.fromisoformat(first["ts"])
-        found = (
-            engine.store.get(decision_id(account, s, bar))
-            for s in (symbol or settings.symbols)
-            if bar is not None
-        )
-        records = [r for r in found if r is not None]
+        batch = engine.decide(tuple(symbol) if symbol else None, now=_parse_time(at, "--at"))
     finally:
         engine.close()
+    records = list(batch.records)
+    replayed = len(records) - len(batch.made)
+    if replayed:  # one decision per account, symbol and bar: the stored record stands
+        typer.echo(f"{replayed} already decided at {batch.ts.isoformat()}: stored records", err=True)
     if as_json:
         _emit_json({"decisions": records})
         return

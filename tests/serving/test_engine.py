@@ -61,9 +61,13 @@ def test_a_decision_per_sample_symbol_with_every_check_and_recorded(
     symbols = served_home.settings.symbols
     now = served_home.last_close + timedelta(minutes=10)
 
-    decisions = engine.decide(now=now)
+    batch = engine.decide(now=now)
+    decisions = batch.made
 
-    assert [d.symbol for d in decisions] == list(symbols)
+    assert [d.symbol for d in decisions] == list(symbols) and batch.ts == served_home.last_close
+    assert [r["id"] for r in batch.records] == [
+        decision_id("engine", s, served_home.last_close) for s in symbols
+    ]
     for d in decisions:
         assert d.ts == served_home.last_close  # the latest bar close at `now`
         assert [c.name.upper() for c in d.risk.checks] == list(CHECK_CODES)
@@ -77,6 +81,47 @@ def test_a_decision_per_sample_symbol_with_every_check_and_recorded(
     state = engine.store.account_state("engine")
     assert state is not None and state.gate_state is not None
     assert engine.store.count(account="engine") == len(symbols)
+    # the paper book acted on them: it was opened at the decided bar and holds their orders
+    assert state.portfolio is not None
+    book, _ = engine.account_state()
+    assert book is not None and book.last_bar_open == served_home.last_close - timedelta(hours=1)
+    approved = {d.symbol for d in decisions if d.target_fraction != d.current_fraction}
+    assert set(book.pending_orders()) == approved
+    (mark,) = engine.store.marks("engine")
+    assert mark.bar_open == book.last_bar_open and mark.equity == book.equity
+
+
+def test_a_bar_is_decided_once_per_account_and_symbol(
+    engine: DecisionEngine, served_home: ServedHome
+) -> None:
+    once = account_engine(engine, "once")
+    first = once.decide(["ETH/USDT"], now=served_home.last_close)
+    version = once.store.state_version("once")
+
+    again = once.decide(
+        ["BTC/USDT", "ETH/USDT"], now=served_home.last_close + timedelta(minutes=59)
+    )
+
+    assert [d.symbol for d in again.made] == ["BTC/USDT"]  # ETH was decided: its record stands
+    assert again.records[1] == first.records[0]
+    assert once.store.state_version("once") != version  # BTC's decision was written
+    third = once.decide(now=served_home.last_close + timedelta(minutes=30))
+    assert third.made == () and third.records == again.records
+
+
+def test_the_online_store_cannot_answer_for_a_past_bar(
+    engine: DecisionEngine, served_home: ServedHome
+) -> None:
+    with pytest.raises(ConfigError, match=r"holds only the\s+latest vectors"):
+        engine.decide(now=served_home.last_close - timedelta(hours=3))
+
+
+def test_an_unknown_symbol_is_refused_by_name(engine: DecisionEngine) -> None:
+    from sextant.errors import UnknownSymbolError
+
+    with pytest.raises(UnknownSymbolError, match="DOGE/USDT") as refused:
+        engine.decide(["BTC/USDT", "DOGE/USDT"])
+    assert refused.value.symbol == "DOGE/USDT"
 
 
 def test_stale_features_give_a_flat_decision(
@@ -85,9 +130,10 @@ def test_stale_features_give_a_flat_decision(
     stale = account_engine(engine, "stale")
     now = served_home.last_close + timedelta(hours=5, minutes=1)
 
-    decisions = stale.decide(now=now)
+    batch = stale.decide(now=now)
 
-    for d in decisions:
+    assert batch.ts == served_home.last_close  # the data's bar: nothing newer to decide
+    for d in batch.made:
         assert d.feature_age_bars == 5.0
         assert "STALE_FEATURES" in failed(d)
         assert d.target_fraction == 0.0 and d.action.value in {"HOLD", "CLOSE"}
@@ -110,7 +156,7 @@ def test_missing_direction_champions_give_model_unavailable(
             client.set_registered_model_alias(REGISTERED_MODELS[family], CHAMPION, version)
     assert set(partial.champions) == {"garch"}
 
-    decisions = partial.decide(now=served_home.last_close)
+    decisions = partial.decide(now=served_home.last_close).made
 
     for d in decisions:
         assert math.isnan(d.models.p_xgb) and math.isnan(d.models.p_lstm)
@@ -126,7 +172,7 @@ def test_a_broken_session_is_a_model_error_the_breaker_counts(
     broken = dataclasses.replace(engine.champions["xgb"], session=engine.champions["garch"].session)
     faulty = account_engine(engine, "broken", risk=RiskConfig(max_consecutive_errors=2), xgb=broken)
 
-    decisions = faulty.decide(now=served_home.last_close)
+    decisions = faulty.decide(now=served_home.last_close).made
 
     assert all(math.isnan(d.models.p_xgb) for d in decisions)
     assert all(not math.isnan(d.models.p_lstm) for d in decisions)  # the others still run
@@ -162,9 +208,9 @@ def test_no_torch_or_xgboost_after_a_decision(served_home: ServedHome) -> None:
         from serving.engine import DecisionEngine
         from sextant.settings import load_settings
         engine = DecisionEngine.from_settings(load_settings(), account="imports")
-        decisions = engine.decide(now=datetime.fromisoformat({served_home.last_close.isoformat()!r}))
+        batch = engine.decide(now=datetime.fromisoformat({served_home.last_close.isoformat()!r}))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "xgboost"))
-        print(json.dumps({{"decided": len(decisions), "heavy": heavy}}))
+        print(json.dumps({{"decided": len(batch.made), "heavy": heavy}}))
         """
     )
     env = {**os.environ, "SEXTANT_HOME": str(served_home.settings.paths.home)}
