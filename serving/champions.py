@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Champion",
+    "champion_versions",
     "check_features",
     "check_registry",
     "load_champions",
@@ -129,6 +130,17 @@ def load_champions(
             continue
         champions[family] = _open(client, family, version, settings.tracking_uri)
     return champions
+
+
+def champion_versions(settings: Settings, *, client: MlflowClient | None = None) -> dict[str, str]:
+    """Family → the version its ``champion`` alias points at now (families without one left out)."""
+    client = client or registry_client(settings)
+    versions = {}
+    for family in FAMILIES:
+        found = _champion_version(client, REGISTERED_MODELS[family])
+        if found is not None:
+            versions[family] = str(found.version)
+    return versions
 
 
 def _champion_version(client: MlflowClient, model: str) -> Any | None:

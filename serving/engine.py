@@ -47,7 +47,7 @@ import numpy.typing as npt
 from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
 from features.online import sequence_input
-from serving.champions import Champion, check_registry, load_champions
+from serving.champions import Champion, champion_versions, check_registry, load_champions
 from serving.decisions_store import BookMark, DecisionsStore, decision_id
 from serving.garch_window import windowed_feeds
 from serving.market import ClosedBar, closed_bars, latest_closes
@@ -71,7 +71,7 @@ from sextant.execution import ExecutionConfig, PaperBroker
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
-__all__ = ["DecisionBatch", "DecisionEngine", "FamilyOutput"]
+__all__ = ["DecisionBatch", "DecisionEngine", "FamilyOutput", "ReloadOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ class DecisionBatch:
     made: tuple[Decision, ...]
     versions: Mapping[str, str]
     feature_age_bars: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What ``DecisionEngine.reload`` did: the versions served before and after."""
+
+    changed: bool
+    versions: Mapping[str, str]
+    previous: Mapping[str, str]
 
 
 @dataclass(slots=True)
@@ -175,7 +184,7 @@ class DecisionEngine:
         cls,
         settings: Settings,
         *,
-        account: str = "paper",
+        account: str | None = None,
         config: DecisionConfig | None = None,
         execution: ExecutionConfig | None = None,
     ) -> DecisionEngine:
@@ -200,7 +209,7 @@ class DecisionEngine:
             champions,
             feast,
             store,
-            account=account,
+            account=account or settings.paper_account,
             config=config,
             execution=execution or ExecutionConfig(),
         )
@@ -213,6 +222,30 @@ class DecisionEngine:
     def close(self) -> None:
         """Close the decisions store."""
         self.store.close()
+
+    # --- hot reload ------------------------------------------------------------------------
+
+    def registry_versions(self) -> dict[str, str]:
+        """Family → the registry's current ``champion`` version (one alias lookup each)."""
+        return champion_versions(self.settings)
+
+    def reload(self, *, force: bool = False) -> ReloadOutcome:
+        """Load the registry's champions and swap them in when any alias moved (or ``force``).
+
+        The new sessions are opened, checked against the feature registry and validated on each
+        version's stored probe before one atomic swap; a call in flight finishes on the set it
+        started with. Any failure raises (``ModelUnavailableError``, ``ConfigError``) and the
+        served champions stay as they were.
+        """
+        previous = self.model_versions
+        if not force and self.registry_versions() == previous:
+            return ReloadOutcome(changed=False, versions=previous, previous=previous)
+        champions = load_champions(self.settings)
+        check_registry(champions, self.feast)
+        self.champions = champions  # one reference assignment: atomic for every reader
+        versions = self.model_versions
+        log.info("champions reloaded: %s -> %s", previous, versions)
+        return ReloadOutcome(changed=versions != previous, versions=versions, previous=previous)
 
     # --- the per-request path ---------------------------------------------------------------
 

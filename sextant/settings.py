@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, JsonValue, ValidationError, field_validator
+from pydantic import AfterValidator, JsonValue, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sextant.config import NonNegativeInt, PositiveFloat, PositiveInt, Timeframe
@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     # where experiments created here keep artifacts; None: <home>/mlflow/artifacts, except with
     # an http(s) tracking server, whose own artifact root then applies
     mlflow_artifact_root: str | None = None
+    # the online decision service (`sextant serve`) and paper trading (`trade` flow)
+    paper_account: str = "paper"  # the decisions store account the service and `trade` act on
+    admin_token: SecretStr | None = None  # bearer token of /v1/admin/*; unset: admin disabled
+    reload_interval_s: PositiveFloat = 30.0  # how often the service polls the champion aliases
+    max_body_bytes: PositiveInt = 65_536  # request bodies above this are refused (413)
 
     @field_validator("ccxt_api_url")
     @classmethod
@@ -103,6 +108,22 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_if_empty(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_or_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (or unset to disable admin)")
+        return value
+
+    @field_validator("paper_account")
+    @classmethod
+    def _account_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty name")
+        return value
 
     @property
     def paths(self) -> StatePaths:

@@ -449,7 +449,9 @@ def decide(
     symbol: Annotated[
         list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
     ] = None,
-    account: Annotated[str, typer.Option(help="Decisions store account.")] = "paper",
+    account: Annotated[
+        str | None, typer.Option(help="Decisions store account (default: SEXTANT_PAPER_ACCOUNT).")
+    ] = None,
     at: Annotated[
         str | None, typer.Option(help="ISO time to decide at (default: now); the latest bar close.")
     ] = None,
@@ -468,7 +470,9 @@ def decide(
     records = list(batch.records)
     replayed = len(records) - len(batch.made)
     if replayed:  # one decision per account, symbol and bar: the stored record stands
-        typer.echo(f"{replayed} already decided at {batch.ts.isoformat()}: stored records", err=True)
+        typer.echo(
+            f"{replayed} already decided at {batch.ts.isoformat()}: stored records", err=True
+        )
     if as_json:
         _emit_json({"decisions": records})
         return
