@@ -152,10 +152,12 @@ def register_version(
         version = mlflow.register_model(
             info.model_uri, name, tags={"family": family, "run_id": run_id}
         )
+    probe = probe_output(proto, example)
     client = tracking.client
     try:
         for key, value in {
             **tags,
+            ModelTag.PROBE_OUTPUT: json.dumps(probe),
             ModelTag.CHAMPION_VERSION_AT_TRAIN: str(champion.version) if champion else "",
         }.items():
             client.set_model_version_tag(name, version.version, key, value)
@@ -165,6 +167,25 @@ def register_version(
         raise
     log.info("registered %s version %s as %s", name, version.version, CHALLENGER)
     return str(version.version)
+
+
+def probe_output(proto: onnx.ModelProto, example: dict[str, npt.NDArray[Any]]) -> list[float]:
+    """The graph's first output on ``example`` as onnxruntime computes it (inputs cast to the
+    graph's declared types, as a reader of the logged JSON example must), flattened."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    feeds = {
+        i.name: np.asarray(example[i.name]).astype(_ONNX_TYPES[i.type])
+        for i in session.get_inputs()
+    }
+    output = session.run([session.get_outputs()[0].name], feeds)[0]
+    return [float(v) for v in np.asarray(output, dtype=np.float64).ravel()]
+
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
 
 def champion_config(tracking: Tracking, family: str) -> dict[str, Any] | None:

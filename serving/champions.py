@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from features.definitions import service_features
 from features.feast_store import MATERIALIZE_HINT
 from sextant.contracts import (
@@ -43,6 +45,7 @@ __all__ = [
     "Champion",
     "champion_versions",
     "check_features",
+    "check_probe",
     "check_registry",
     "load_champions",
     "registry_client",
@@ -167,12 +170,20 @@ def _open(client: MlflowClient, family: str, version: Any, tracking_uri: str) ->
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # single-row requests: threads cost more than they give
     try:
-        source: str | bytes = str(path)
-        if family in VOLATILITY_FAMILIES:  # the one-step graph over a whole window, one call
-            source = windowed_model(onnx.load(path)).SerializeToString()
-        session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         raise ModelUnavailableError(f"{label}: onnxruntime cannot open {path}: {exc}") from exc
+    check_probe(family, label, session, path.parent, tags)
+    if family in VOLATILITY_FAMILIES:  # the one-step graph over a whole window, one call
+        try:
+            windowed = windowed_model(onnx.load(path)).SerializeToString()
+            session = onnxruntime.InferenceSession(
+                windowed, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelUnavailableError(f"{label}: cannot build its window graph: {exc}") from exc
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     log.info("serving %s (%s)", label, service)
     return Champion(
@@ -184,6 +195,65 @@ def _open(client: MlflowClient, family: str, version: Any, tracking_uri: str) ->
         session=session,
         metadata=metadata,
     )
+
+
+def check_probe(
+    family: str,
+    label: str,
+    session: onnxruntime.InferenceSession,
+    model_dir: Path,
+    tags: Mapping[str, str],
+) -> float:
+    """Run the registered graph on the input example logged with it and compare the output with
+    the one recorded at registration (tag ``probe_output``), within the version's recorded
+    parity figure; returns the difference. ``ModelUnavailableError`` when it differs, or when
+    the version has no probe: the artifact is then not known to be the model that passed parity.
+    """
+    import mlflow
+
+    recorded = tags.get(ModelTag.PROBE_OUTPUT)
+    if recorded is None:
+        raise ModelUnavailableError(
+            f"{label} has no {ModelTag.PROBE_OUTPUT!r} tag (registered before probes were "
+            "recorded): retrain it (`sextant train`) to serve it"
+        )
+    relative = family in VOLATILITY_FAMILIES
+    figure = tags.get("parity_max_rel_err" if relative else "parity_max_abs_err")
+    tolerance = max(float(figure or 0.0), PROBE_FLOOR[relative])
+    try:
+        expected = np.asarray(json.loads(recorded), dtype=np.float64)
+        example: Any = mlflow.models.Model.load(str(model_dir)).load_input_example(
+            str(model_dir)
+        )
+        feeds = {
+            i.name: np.asarray(example[i.name]).astype(_ONNX_TYPES[i.type])
+            for i in session.get_inputs()
+        }
+        output = session.run([session.get_outputs()[0].name], feeds)[0]
+        got = np.asarray(output, dtype=np.float64).ravel()
+    except Exception as exc:  # a missing example, a graph that cannot run it
+        raise ModelUnavailableError(f"{label}: its probe cannot run: {exc}") from exc
+    if got.shape != expected.shape:
+        raise ModelUnavailableError(
+            f"{label}: probe output has shape {got.shape}, {expected.shape} at registration"
+        )
+    scale = np.maximum(np.abs(expected), np.finfo(np.float64).tiny) if relative else 1.0
+    error = float(np.max(np.abs(got - expected) / scale, initial=0.0))
+    if not error <= tolerance:  # NaN fails too
+        kind = "relative" if relative else "absolute"
+        raise ModelUnavailableError(
+            f"{label}: probe output {got.tolist()} differs from the one recorded at "
+            f"registration {expected.tolist()} by {error:.3g} ({kind}), beyond its parity "
+            f"figure {tolerance:.3g}: the artifact is not the model that was registered"
+        )
+    return error
+
+
+# the smallest tolerance a probe gets: a parity figure of 0 still allows the last bits that a
+# different CPU's kernels may round differently (absolute for probabilities, relative for
+# variances)
+PROBE_FLOOR: Mapping[bool, float] = {False: 1e-7, True: 1e-9}
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
 
 def _download_onnx(client: MlflowClient, version: Any, label: str, tracking_uri: str) -> Path:

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
+MAX_CACHED_BOOKS = 256  # accounts whose book and gate stay parsed between requests
 MARKET_ATTEMPTS = 10  # an ingest holds the market store for well under a second per batch
 MARKET_RETRY_S = 0.2
 
@@ -474,6 +475,9 @@ class DecisionEngine:
             broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
         gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
         book = _Book(None if state is None else state.version, broker, gate)
+        self._books.pop(account, None)
+        if len(self._books) >= MAX_CACHED_BOOKS:  # least recently loaded first
+            del self._books[next(iter(self._books))]
         self._books[account] = book
         return book
 

@@ -74,3 +74,6 @@ class ModelTag:
     FAMILY_CONFIG: Final = "family_config"
     CHAMPION_VERSION_AT_TRAIN: Final = "champion_version_at_train"
     CHAMPION_REPLAY_METRICS: Final = "champion_replay_metrics"
+    # JSON list: the registered graph's first output on the logged input example, computed at
+    # registration after parity passed; a serving process checks a loaded session against it
+    PROBE_OUTPUT: Final = "probe_output"
