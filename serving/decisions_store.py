@@ -107,8 +107,11 @@ _INSERT_MARK: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, bar_open) DO NOTHING"
 )
 _SELECT_STATE_VERSION: Final = "SELECT updated_at FROM account_state WHERE account = ?"
+# an older store is upgraded in place (its new tables were just created); a newer one is refused
 _INSERT_VERSION: Final = (
-    "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
+    "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key)"
+    " DO UPDATE SET value = excluded.value"
+    " WHERE CAST(store_meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
 )
 _UPSERT_META: Final = (
     "INSERT INTO store_meta (key, value) VALUES (?, ?)"
@@ -583,11 +586,13 @@ class DecisionsStore:
         symbol: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        action: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Up to ``n`` decision records, newest bar first; ``start <= ts < end`` when given."""
+        """Up to ``n`` decision records, newest bar first; ``start <= ts < end`` when given,
+        only ``action`` (``BUY``, ``HOLD``, ...) when given."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise DataValidationError(f"n must be a non-negative integer, got {n!r}", field="n")
-        where, params = self._filters(account, symbol, start, end)
+        where, params = self._filters(account, symbol, start, end, action)
         rows = self._query(
             f"SELECT record FROM decisions{where} ORDER BY ts DESC, symbol, account LIMIT ?",
             (*params, n),
@@ -601,9 +606,10 @@ class DecisionsStore:
         symbol: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        action: str | None = None,
     ) -> int:
         """How many decisions are stored (with the filters of ``latest``)."""
-        where, params = self._filters(account, symbol, start, end)
+        where, params = self._filters(account, symbol, start, end, action)
         return int(self._query(f"SELECT COUNT(*) FROM decisions{where}", params)[0][0])
 
     def records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -658,11 +664,19 @@ class DecisionsStore:
 
     @staticmethod
     def _filters(
-        account: str | None, symbol: str | None, start: datetime | None, end: datetime | None
+        account: str | None,
+        symbol: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        action: str | None = None,
     ) -> tuple[str, tuple[str, ...]]:
         clauses: list[str] = []
         params: list[str] = []
-        for clause, value in (("account = ?", account), ("symbol = ?", symbol)):
+        for clause, value in (
+            ("account = ?", account),
+            ("symbol = ?", symbol),
+            ("action = ?", action),
+        ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)

@@ -454,3 +454,77 @@ def test_a_snapshot_is_for_reads_only(store: DecisionsStore) -> None:
     with store.snapshot(), pytest.raises(RuntimeError, match="snapshot"):
         store.record([make_decision(BTC, 0)], account=ACCOUNT)
     assert store.record([make_decision(BTC, 0)], account=ACCOUNT).inserted == 1
+
+
+def test_a_write_checked_against_the_version_read_refuses_another_writers_change(
+    store: DecisionsStore, db: Path
+) -> None:
+    from serving.decisions_store import BookMark
+    from sextant.errors import StateChangedError
+
+    gate = RiskGate(CONFIG.risk)
+    first = store.record(
+        [make_decision(BTC, 0, gate)], account=ACCOUNT, gate=gate, expect_version=None
+    )
+    read = store.account_state(ACCOUNT)
+    assert read is not None and read.version == first.version == store.state_version(ACCOUNT)
+    with DecisionsStore.open(db) as other:  # another process's write in between
+        other.record([make_decision(ETH, 0, gate)], account=ACCOUNT, gate=gate)
+
+    mark = BookMark(bar_ts(0), 101.0, 50.0, 1.0, 0.5, 0.1, 0.0)
+    with pytest.raises(StateChangedError, match=f"account {ACCOUNT}'s state changed"):
+        store.record(
+            [make_decision(BTC, 1, gate)],
+            account=ACCOUNT,
+            gate=gate,
+            marks=[mark],
+            expect_version=read.version,
+        )
+
+    assert store.count(account=ACCOUNT) == 2 and store.marks(ACCOUNT) == []  # nothing written
+    with pytest.raises(StateChangedError):  # no state expected, but there is one
+        store.record([make_decision(BTC, 1, gate)], account=ACCOUNT, gate=gate, expect_version=None)
+    fresh = store.state_version(ACCOUNT)
+    done = store.record(
+        [make_decision(BTC, 1, gate)],
+        account=ACCOUNT,
+        gate=gate,
+        marks=[mark],
+        expect_version=fresh,
+    )
+    assert done.inserted == 1 and done.version is not None and done.version != fresh
+    assert store.marks(ACCOUNT) == [mark]
+
+
+def test_marks_are_kept_once_per_bar_and_read_oldest_first(store: DecisionsStore) -> None:
+    from serving.decisions_store import BookMark
+
+    gate = RiskGate(CONFIG.risk)
+    marks = [BookMark(bar_ts(i), 100.0 + i, 50.0, float(i), 0.0, 0.01, -0.02) for i in range(3)]
+    store.record([make_decision(BTC, 1, gate)], account=ACCOUNT, gate=gate, marks=marks[:2])
+    again = replace(marks[1], equity=999.0)  # the same bar marked again keeps its first mark
+    store.record([make_decision(BTC, 2, gate)], account=ACCOUNT, gate=gate, marks=[again, marks[2]])
+
+    assert store.marks(ACCOUNT) == marks
+    assert store.marks(ACCOUNT, limit=2) == marks[1:]
+    assert store.marks(ACCOUNT, start=bar_ts(2)) == marks[2:]
+    assert store.marks("nobody") == []
+    ids = [decision_id(ACCOUNT, BTC, bar_ts(b)) for b in (2, 1, 7)]
+    assert set(store.records(ids)) == set(ids[:2])
+
+
+def test_a_schema_1_store_is_upgraded_on_a_read_write_open(db: Path) -> None:
+    with DecisionsStore.open(db):
+        pass
+    with closing(sqlite3.connect(db)) as raw:
+        raw.execute("DROP TABLE book_marks")
+        raw.execute("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
+        raw.commit()
+
+    with DecisionsStore.open(db) as reopened:
+        assert reopened.marks(ACCOUNT) == []
+    with closing(sqlite3.connect(db)) as raw:
+        version = raw.execute(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).fetchall()
+    assert version == [(str(SCHEMA_VERSION),)]
