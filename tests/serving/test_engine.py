@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -264,3 +265,47 @@ def test_cli_decide_prints_the_full_record_and_a_replay_shows_the_stored_one(
 
 def _not_json(constant: str) -> float:
     raise AssertionError(f"{constant} printed: not JSON")
+
+
+def test_two_processes_deciding_one_account_lose_no_order(
+    served_home: ServedHome, tmp_path: Path
+) -> None:
+    """Two service workers decide different symbols of one account at once: whichever writes
+    second sees the state change, decides again from the new book, and both orders stand."""
+    from tests.serving.engine_worker import PERMISSIVE
+    from tests.serving.processes import Child
+
+    home = served_home.settings.paths.home
+    go = tmp_path / "go"
+    now = (served_home.last_close + timedelta(minutes=5)).isoformat()
+    symbols = served_home.settings.symbols
+    children = [
+        Child.start("tests.serving.engine_worker", "workers", s, now, go, len(symbols), home=home)
+        for s in symbols
+    ]
+    try:
+        for child in children:
+            child.wait_for(lambda lines: "ready" in lines, timeout_s=120)
+        go.touch()
+        results = [
+            json.loads(child.wait_for(lambda lines: len(lines) > 1, timeout_s=60)[-1])
+            for child in children
+        ]
+    finally:
+        for child in children:
+            child.finish(timeout_s=60) if child.proc.poll() is not None else child.kill9()
+    assert [r["made"] for r in results] == [[s] for s in symbols]
+    # all read the same state: the first writer won, each other one decided again, once
+    assert sorted(r["retries"] for r in results) == [0] + [1] * (len(symbols) - 1)
+
+    config = DecisionConfig(sizing=SizingConfig(timeframe="1h"), risk=PERMISSIVE)
+    engine = DecisionEngine.from_settings(served_home.settings, account="workers", config=config)
+    try:
+        book, _ = engine.account_state()
+        records = engine.store.latest(10, account="workers")
+        ordered = {r["symbol"] for r in records if r["target_fraction"] != r["current_fraction"]}
+        assert len(records) == len(symbols) and ordered, "the permissive limits made no order"
+        assert book is not None and set(book.pending_orders()) == ordered  # none lost
+        assert len(engine.store.marks("workers")) == 1  # the bar was applied once
+    finally:
+        engine.close()
