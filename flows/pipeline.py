@@ -12,6 +12,7 @@ from features.ingest.store import MarketStore
 from flows.backtest import backtest_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
+from flows.trade import trade_flow
 from flows.train import train_flow
 from models.training import span_rows, table_rows
 from sextant.settings import load_settings
@@ -31,11 +32,15 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Ingest the sample, report the store, build + materialize features, train, promote, backtest."""
+    """Ingest the sample, report the store, build + materialize features, train, promote, decide
+    the latest bar on the paper account, backtest."""
     ingested = ingest_flow(source="sample", home=home)
     status = data_status(home)
     built = features_flow(home=home)
     trained = train_flow(quick=True, home=home)
+    # after train, not right after features: a fresh home has champions only once trained and
+    # promoted (the sample ends in 2024, so by the clock its bar is decided STALE_FEATURES, flat)
+    traded = trade_flow(home=home)
     study = backtest_flow(home=home)
     return {
         "ingest": ingested,
@@ -50,6 +55,15 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
         "promote (one-sided tests on the selection span)": [
             {k: d[k] for k in ("family", "promoted", "reason", "detail", "challenger_version")}
             for d in trained["promotions"]
+        ],
+        "trade (paper account, latest bar)": [
+            {
+                "bar": traded["bar"],
+                "account": traded["account"],
+                "actions": ", ".join(f"{a} {n}" for a, n in sorted(traded["actions"].items())),
+                "equity": traded["equity"],
+                "trading_state": traded["trading_state"],
+            }
         ],
         "backtest (reported period " + list(study["periods"].values())[-1] + ")": [
             {"strategy": name, **{k: round(float(m[k]), 4) for k in BACKTEST_COLUMNS}}

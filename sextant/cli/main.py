@@ -34,6 +34,8 @@ features_app = typer.Typer(
     help="Build feature tables and load them into Feast.", no_args_is_help=True
 )
 app.add_typer(features_app, name="features")
+paper_app = typer.Typer(help="Inspect a paper trading account (read-only).", no_args_is_help=True)
+app.add_typer(paper_app, name="paper")
 
 
 class SourceKind(StrEnum):
@@ -483,6 +485,102 @@ def decide(
     for r in records:
         failed = [c["reason_code"] for c in r["risk_checks"] if not c["passed"]]
         typer.echo(f"{r['id']}: {r['symbol']} {r['action']}; failed checks: {failed or 'none'}")
+
+
+def _paper_store(settings: Any) -> Any:
+    """The decisions store, read-only; None (after a message) when nothing was recorded yet."""
+    from serving.decisions_store import DecisionsStore
+
+    if not settings.paths.decisions_db.is_file():
+        typer.echo(f"no paper trading recorded under {settings.paths.home} yet", err=True)
+        return None
+    return DecisionsStore.open(settings.paths.decisions_db, readonly=True)
+
+
+@paper_app.command("status")
+def paper_status(
+    account: Annotated[
+        str | None, typer.Option(help="Paper account (default: SEXTANT_PAPER_ACCOUNT).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Positions (units, notional at the latest close, pending orders), equity, cash, PnL, the
+    trading state and gate, and the last bar of a paper account."""
+    settings = _settings()
+    from serving.paper_account import account_report
+
+    name = account or settings.paper_account
+    store = _paper_store(settings)
+    report = None
+    if store is not None:
+        with store:
+            report = account_report(settings, store, name)
+    if report is None:
+        if store is not None:
+            typer.echo(f"paper account {name!r} has no recorded state yet", err=True)
+        if as_json:
+            _emit_json({"account": name, "recorded": False})
+        return
+    if as_json:
+        _emit_json({**report.to_json(), "recorded": True})
+        return
+    from sextant.cli.render import print_table
+
+    summary = {k: v for k, v in report.to_json().items() if k not in ("gate", "positions")}
+    print_table(f"paper account {name}", [summary], list(summary))
+    rows = [p.to_json() for p in report.positions]
+    if rows:
+        print_table("positions", rows, list(rows[0]))
+    gate = report.gate
+    typer.echo(
+        f"gate: {gate['state']}; kill switch {'on' if gate['kill_switch'] else 'off'}; "
+        f"halt reasons: {', '.join(gate['halt_reasons']) or 'none'}"
+    )
+
+
+@paper_app.command("history")
+def paper_history(
+    account: Annotated[
+        str | None, typer.Option(help="Paper account (default: SEXTANT_PAPER_ACCOUNT).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="The latest N bars.")] = 48,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The account's equity curve per bar (equity, cash, realized, unrealized, fees, funding)
+    and its open trades (the stored book keeps no closed trades; their PnL is in the curve)."""
+    settings = _settings()
+    from serving.paper_account import history_report
+
+    name = account or settings.paper_account
+    store = _paper_store(settings)
+    marks: list[Any] = []
+    trades: list[dict[str, Any]] = []
+    if store is not None:
+        with store:
+            marks, trades = history_report(store, name, limit=limit)
+        if not marks:
+            typer.echo(f"paper account {name!r} has no equity marks yet", err=True)
+    rows = [
+        {
+            "bar_open": m.bar_open.isoformat(),
+            "equity": m.equity,
+            "cash": m.cash,
+            "realized": m.realized,
+            "unrealized": m.unrealized,
+            "fees": m.fees,
+            "funding": m.funding,
+        }
+        for m in marks
+    ]
+    if as_json:
+        _emit_json({"account": name, "marks": rows, "open_trades": trades})
+        return
+    from sextant.cli.render import print_table
+
+    if rows:
+        print_table(f"paper account {name}: equity per bar", rows, list(rows[0]))
+    if trades:
+        print_table("open trades", trades, list(trades[0]))
 
 
 @app.command()
