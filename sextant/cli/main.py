@@ -487,6 +487,31 @@ def decide(
         typer.echo(f"{r['id']}: {r['symbol']} {r['action']}; failed checks: {failed or 'none'}")
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; anything but loopback exposes the service.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes, each with its own engine and metrics.")
+    ] = 1,
+) -> None:
+    """The online decision service over HTTP (FastAPI on uvicorn): decisions, signals, models,
+    the paper portfolio, admin (SEXTANT_ADMIN_TOKEN), /healthz, /readyz, /metrics, /docs."""
+    settings = _settings()
+    import uvicorn
+
+    uvicorn.run(
+        "serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
 def _paper_store(settings: Any) -> Any:
     """The decisions store, read-only; None (after a message) when nothing was recorded yet."""
     from serving.decisions_store import DecisionsStore
