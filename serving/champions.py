@@ -222,9 +222,7 @@ def check_probe(
     tolerance = max(float(figure or 0.0), PROBE_FLOOR[relative])
     try:
         expected = np.asarray(json.loads(recorded), dtype=np.float64)
-        example: Any = mlflow.models.Model.load(str(model_dir)).load_input_example(
-            str(model_dir)
-        )
+        example: Any = mlflow.models.Model.load(str(model_dir)).load_input_example(str(model_dir))
         feeds = {
             i.name: np.asarray(example[i.name]).astype(_ONNX_TYPES[i.type])
             for i in session.get_inputs()

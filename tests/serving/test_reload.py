@@ -29,9 +29,7 @@ def engine(served_home: ServedHome) -> Iterator[DecisionEngine]:
     built.close()
 
 
-def copy_champion(
-    served_home: ServedHome, family: str, tmp_path: Path, *, tamper: bool
-) -> str:
+def copy_champion(served_home: ServedHome, family: str, tmp_path: Path, *, tamper: bool) -> str:
     """Register a new version of ``family``'s model from a copy of its champion's artifacts
     (with one weight changed when ``tamper``), with the champion's tags; returns the version."""
     client = registry_client(served_home.settings)
