@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
-from serving.champions import _download_onnx, load_champions, registry_client
+from serving.champions import load_champions, registry_client
 from serving.engine import DecisionEngine
 from sextant.contracts import CHAMPION, REGISTERED_MODELS, ModelTag
 from sextant.errors import ModelUnavailableError
 from tests.serving.conftest import ServedHome
+from tests.serving.registry_copies import copy_champion
 
 pytestmark = pytest.mark.slow
 
@@ -27,28 +25,6 @@ def engine(served_home: ServedHome) -> Iterator[DecisionEngine]:
     built = DecisionEngine.from_settings(served_home.settings, account="reload")
     yield built
     built.close()
-
-
-def copy_champion(served_home: ServedHome, family: str, tmp_path: Path, *, tamper: bool) -> str:
-    """Register a new version of ``family``'s model from a copy of its champion's artifacts
-    (with one weight changed when ``tamper``), with the champion's tags; returns the version."""
-    client = registry_client(served_home.settings)
-    name = REGISTERED_MODELS[family]
-    champion = client.get_model_version_by_alias(name, CHAMPION)
-    source = _download_onnx(client, champion, name, served_home.settings.tracking_uri).parent
-    target = tmp_path / f"{family}-{'tampered' if tamper else 'copy'}"
-    shutil.copytree(source, target)
-    if tamper:
-        model = onnx.load(target / "model.onnx")
-        for initializer in model.graph.initializer:
-            values = numpy_helper.to_array(initializer)
-            if values.dtype.kind == "f" and values.size > 1:
-                changed = values.copy()
-                changed.flat[:] = changed.flat[:] * 1.5 + 0.1
-                initializer.CopyFrom(numpy_helper.from_array(changed, initializer.name))
-        onnx.save(model, target / "model.onnx")
-    version = client.create_model_version(name, str(target), tags=dict(champion.tags))
-    return str(version.version)
 
 
 def test_every_champion_passes_its_registration_probe(served_home: ServedHome) -> None:
