@@ -55,7 +55,7 @@ __all__ = [
     "decision_id",
 ]
 
-SCHEMA_VERSION: Final = 2  # 2: book_marks (the paper account's equity per bar)
+SCHEMA_VERSION: Final = 3  # 2: book_marks (equity per bar); 3: anomalies, monitor_state
 ANY_VERSION: Final = "*"  # ``record(expect_version=...)``: write whatever state is stored
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -101,12 +101,40 @@ _SCHEMA: Final = (
         funding DOUBLE PRECISION,
         PRIMARY KEY (account, bar_open)
     )""",
+    # what the monitor found (agents.monitoring.Finding records), once per (kind, symbol, bar)
+    """CREATE TABLE IF NOT EXISTS anomalies (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        category TEXT NOT NULL,
+        symbol TEXT,
+        bar_ts TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS anomalies_bar_ts ON anomalies (bar_ts)",
+    # small named states of the monitor (e.g. whether a drift alarm is raised), JSON values
+    """CREATE TABLE IF NOT EXISTS monitor_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+)
+_INSERT_ANOMALY: Final = (
+    "INSERT INTO anomalies (id, kind, category, symbol, bar_ts, severity, detected_at, record)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_UPSERT_MONITOR_STATE: Final = (
+    "INSERT INTO monitor_state (key, value, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
 )
 _INSERT_MARK: Final = (
     "INSERT INTO book_marks (account, bar_open, equity, cash, realized, unrealized, fees, funding)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, bar_open) DO NOTHING"
 )
 _SELECT_STATE_VERSION: Final = "SELECT updated_at FROM account_state WHERE account = ?"
+# what an anomaly record must hold (agents.monitoring.Finding.as_record() and detected_at)
+ANOMALY_FIELDS: Final = ("id", "kind", "category", "symbol", "bar_ts", "severity", "detected_at")
 # an older store is upgraded in place (its new tables were just created); a newer one is refused
 _INSERT_VERSION: Final = (
     "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key)"
@@ -528,6 +556,92 @@ class DecisionsStore:
                 record_id=ident,
                 origin=str(self._path),
             )
+
+    def record_anomalies(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        state: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Store anomaly records (``agents.monitoring.Finding.as_record()`` plus ``detected_at``),
+        each once: a record whose id is stored already is skipped (re-running the monitor over
+        the same bars stores nothing new). ``state`` (key → JSON value) is written in the same
+        transaction (the monitor's alarm states). Returns how many records were new."""
+        if self._readonly:
+            raise ConfigError(f"decisions store {self._path} was opened read-only")
+        rows = [self._anomaly_row(r) for r in records]
+        now = _now_text()
+        states = [(k, _json(v, f"monitor state {k}"), now) for k, v in (state or {}).items()]
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    inserted = sum(con.execute(_INSERT_ANOMALY, row).rowcount for row in rows)
+                    con.executemany(_UPSERT_MONITOR_STATE, states)
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                self._reraise(exc)
+        return int(inserted)
+
+    @staticmethod
+    def _anomaly_row(record: Mapping[str, Any]) -> tuple[object, ...]:
+        missing = [k for k in ANOMALY_FIELDS if k not in record]
+        if missing:
+            raise DataValidationError(
+                f"anomaly record {record.get('id')!r} lacks {missing}", field="anomaly"
+            )
+        ident = record["id"]
+        return (
+            ident,
+            record["kind"],
+            record["category"],
+            record["symbol"],
+            _utc_text(datetime.fromisoformat(str(record["bar_ts"])), "bar_ts"),
+            record["severity"],
+            _utc_text(datetime.fromisoformat(str(record["detected_at"])), "detected_at"),
+            _json(dict(record), f"anomaly {ident}"),
+        )
+
+    def anomalies(
+        self,
+        n: int = 100,
+        *,
+        kind: str | None = None,
+        category: str | None = None,
+        symbol: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to ``n`` anomaly records, newest bar first; ``start <= bar_ts < end`` when given."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataValidationError(f"n must be a non-negative integer, got {n!r}", field="n")
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (("kind", kind), ("category", category), ("symbol", symbol)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if start is not None:
+            clauses.append("bar_ts >= ?")
+            params.append(_utc_text(start, "start"))
+        if end is not None:
+            clauses.append("bar_ts < ?")
+            params.append(_utc_text(end, "end"))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._query(
+            f"SELECT record FROM anomalies{where} ORDER BY bar_ts DESC, id LIMIT ?", (*params, n)
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    def monitor_state(self, key: str) -> Any | None:
+        """A monitor state's JSON value (None when never written)."""
+        rows = self._query("SELECT value FROM monitor_state WHERE key = ?", (key,))
+        return orjson.loads(rows[0][0]) if rows else None
 
     def checkpoint(self) -> int:
         """Copy committed WAL pages into the database file, without blocking anyone.

@@ -528,3 +528,48 @@ def test_a_schema_1_store_is_upgraded_on_a_read_write_open(db: Path) -> None:
             "SELECT value FROM store_meta WHERE key = 'schema_version'"
         ).fetchall()
     assert version == [(str(SCHEMA_VERSION),)]
+
+
+def anomaly(kind: str, bar: int, symbol: str | None = BTC, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"{bar_ts(bar).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{symbol}",
+        "kind": kind,
+        "category": "market",
+        "symbol": symbol,
+        "bar_ts": bar_ts(bar).isoformat(),
+        "severity": "warning",
+        "detected_at": bar_ts(bar + 1).isoformat(),
+        "statistic": "robust_z",
+        "value": 9.5,
+        "threshold": 6.0,
+        "evidence": {"window": [1.0, float("nan"), 2.0]},
+        **extra,
+    }
+
+
+def test_anomalies_are_stored_once_and_listed_newest_first(store: DecisionsStore) -> None:
+    records = [anomaly("volume_spike", 3), anomaly("price_gap", 5), anomaly("missing_bar", 4, None)]
+
+    first = store.record_anomalies(records, state={"drift:xgb": {"raised": True}})
+    again = store.record_anomalies([{**records[0], "value": 99.0}, anomaly("price_gap", 6)])
+
+    assert first == 3 and again == 1  # the stored volume spike stands; one new gap
+    listed = store.anomalies()
+    assert [a["bar_ts"] for a in listed] == [bar_ts(b).isoformat() for b in (6, 5, 4, 3)]
+    assert listed[-1]["value"] == 9.5 and listed[-1]["evidence"]["window"] == [1.0, None, 2.0]
+    assert [a["kind"] for a in store.anomalies(kind="price_gap")] == ["price_gap"] * 2
+    assert [a["symbol"] for a in store.anomalies(symbol=BTC, start=bar_ts(5))] == [BTC, BTC]
+    assert store.anomalies(end=bar_ts(4)) == [listed[-1]]
+    assert store.monitor_state("drift:xgb") == {"raised": True}
+    assert store.monitor_state("never") is None
+
+
+def test_an_incomplete_anomaly_record_is_refused_and_nothing_is_stored(
+    store: DecisionsStore,
+) -> None:
+    broken = {k: v for k, v in anomaly("price_gap", 1).items() if k != "severity"}
+
+    with pytest.raises(DataValidationError, match=r"lacks \['severity'\]"):
+        store.record_anomalies([anomaly("volume_spike", 1), broken])
+
+    assert store.anomalies() == []
