@@ -41,6 +41,8 @@ from serving.schemas import (
     ACCOUNT_PATTERN,
     MAX_PAGE,
     AdminResetRequest,
+    AnomalyPage,
+    AnomalyRecord,
     BatchDecisionRequest,
     BatchDecisionResponse,
     DecisionFields,
@@ -125,7 +127,7 @@ class _Service:
         self.settings = settings
         self.engine = engine
         self.clock = clock
-        self.metrics = ServiceMetrics(self._served_models)
+        self.metrics = ServiceMetrics(self._served_models, self._store)
         self.reload_lock = asyncio.Lock()
         self._tags: dict[tuple[str, str], Mapping[str, str]] = {}
 
@@ -140,6 +142,9 @@ class _Service:
 
     def account(self, requested: str | None) -> str:
         return requested or self.live.account
+
+    def _store(self) -> DecisionsStore | None:
+        return None if self.engine is None else self.engine.store
 
     def _served_models(self) -> dict[str, tuple[str, str]]:
         engine = self.engine
@@ -445,6 +450,23 @@ def _routes(service: _Service) -> APIRouter:
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decision with id {decision_id!r}")
         return DecisionRecord.model_validate(_finite(record))
+
+    @router.get("/v1/anomalies", response_model=AnomalyPage, responses=_ERRORS)
+    async def list_anomalies(
+        kind: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
+        category: Annotated[str | None, Query(pattern=r"^(market|data|model)$")] = None,
+        symbol: Annotated[str | None, Query(max_length=64)] = None,
+        since: Annotated[
+            AwareDatetime | None, Query(description="only anomalies at bars at or after this")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> AnomalyPage:
+        """What the monitor found (`sextant monitor`, the `monitor` flow), newest bar first,
+        each with its statistic, threshold and evidence."""
+        found = service.live.store.anomalies(
+            limit, kind=kind, category=category, symbol=symbol, start=since
+        )
+        return AnomalyPage(anomalies=[AnomalyRecord.model_validate(_finite(a)) for a in found])
 
     @router.get("/v1/signals/{symbol:path}", response_model=SignalResponse, responses=_ERRORS)
     async def signal(

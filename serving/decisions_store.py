@@ -638,6 +638,11 @@ class DecisionsStore:
         )
         return [orjson.loads(row[0]) for row in rows]
 
+    def anomaly_counts(self) -> dict[str, int]:
+        """How many anomalies are stored, per kind (they are never deleted: a counter)."""
+        rows = self._query("SELECT kind, COUNT(*) FROM anomalies GROUP BY kind ORDER BY kind", ())
+        return {str(kind): int(count) for kind, count in rows}
+
     def monitor_state(self, key: str) -> Any | None:
         """A monitor state's JSON value (None when never written)."""
         rows = self._query("SELECT value FROM monitor_state WHERE key = ?", (key,))

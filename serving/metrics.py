@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sextant.decision import Decision, TradingState
@@ -47,6 +48,44 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+
+# the monitor's latest figures per family and statistic (`agents.monitoring.monitor` writes them)
+DRIFT_FIGURES_KEY = "drift_figures"
+
+
+class _MonitoringCollector(Collector):
+    """What the monitor stored, read from the decisions store at scrape time: anomalies per kind
+    (a counter: anomalies are never deleted) and the latest drift figures (gauges). The monitor
+    runs in its own process (the `monitor` flow), so these are read, not counted here."""
+
+    def __init__(self, store: Callable[[], Any]) -> None:
+        self._store = store
+
+    def collect(self) -> Iterable[Metric]:
+        store = self._store()
+        anomalies = CounterMetricFamily(
+            "sextant_anomalies",
+            "Anomalies the monitor stored, per kind.",
+            labels=["kind"],
+        )
+        figures = GaugeMetricFamily(
+            "sextant_drift_figure",
+            "The monitor's latest model drift figures (PSI, KS, Brier, ...), per family and "
+            "statistic.",
+            labels=["family", "statistic"],
+        )
+        if store is not None:
+            for kind, count in store.anomaly_counts().items():
+                anomalies.add_metric([kind], float(count))
+            latest = store.monitor_state(DRIFT_FIGURES_KEY) or {}
+            for family, values in sorted(latest.items()):
+                for statistic, value in sorted(values.items()):
+                    figures.add_metric(
+                        [family, statistic], math.nan if value is None else float(value)
+                    )
+        yield anomalies
+        yield figures
 
 
 class _LiveCollector(Collector):
@@ -83,8 +122,13 @@ class _LiveCollector(Collector):
 class ServiceMetrics:
     """The service's metrics and the calls that update them."""
 
-    def __init__(self, models: Callable[[], Mapping[str, tuple[str, str]]]) -> None:
-        """``models``: family → (registered model, version) served now, read at each scrape."""
+    def __init__(
+        self,
+        models: Callable[[], Mapping[str, tuple[str, str]]],
+        store: Callable[[], Any] = lambda: None,
+    ) -> None:
+        """``models``: family → (registered model, version) served now, read at each scrape;
+        ``store``: the decisions store (or None) the monitor's figures are read from."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_seconds = Histogram(
             "sextant_http_request_duration_seconds",
@@ -126,6 +170,7 @@ class ServiceMetrics:
         self._states: dict[str, TradingState] = {}
         self._lock = threading.Lock()
         self.registry.register(_LiveCollector(models, self._trading_states))
+        self.registry.register(_MonitoringCollector(store))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request."""

@@ -206,6 +206,31 @@ class DecisionPage(BaseModel):
     next_cursor: str | None
 
 
+class AnomalyRecord(BaseModel):
+    """One anomaly the monitor stored: the statistic, the threshold it crossed, the evidence."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: str
+    category: str
+    symbol: str | None
+    bar_ts: datetime
+    severity: str
+    detected_at: datetime
+    statistic: str
+    value: Float
+    threshold: Float
+    detail: str
+    evidence: dict[str, Any]
+
+
+class AnomalyPage(BaseModel):
+    """Anomalies, newest bar first."""
+
+    anomalies: list[AnomalyRecord]
+
+
 class SignalResponse(BaseModel):
     """What a decision would be now, computed and not recorded (nothing is submitted)."""
 

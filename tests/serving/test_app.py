@@ -749,3 +749,41 @@ def _up(http: httpx.Client, proc: subprocess.Popen[bytes], log_path: Path) -> bo
         return http.get("/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_anomalies_the_monitor_stored_are_listed_and_exported(
+    client: httpx.Client, served_home: ServedHome
+) -> None:
+    from serving.decisions_store import DecisionsStore
+    from serving.metrics import DRIFT_FIGURES_KEY
+
+    bar = served_home.last_close - timedelta(hours=3)
+    found = {
+        "id": f"{bar:%Y%m%dT%H%M%SZ}-volume_spike-api",
+        "kind": "volume_spike",
+        "category": "market",
+        "symbol": "ETH/USDT",
+        "bar_ts": bar.isoformat(),
+        "severity": "critical",
+        "detected_at": served_home.last_close.isoformat(),
+        "statistic": "robust_z_log_volume",
+        "value": 14.2,
+        "threshold": 6.0,
+        "detail": "volume 14.2 robust sd above its trailing median",
+        "evidence": {"window": [1.0, 2.0, float("nan")]},
+    }
+    with DecisionsStore.open(served_home.settings.paths.decisions_db) as store:
+        store.record_anomalies([found], state={DRIFT_FIGURES_KEY: {"xgb": {"psi_max": 0.31}}})
+
+    listed = client.get("/v1/anomalies", params={"kind": "volume_spike", "symbol": "ETH/USDT"})
+    bad = client.get("/v1/anomalies", params={"category": "weather"})
+
+    assert listed.status_code == 200
+    (record,) = [a for a in listed.json()["anomalies"] if a["id"] == found["id"]]
+    assert record["value"] == 14.2 and record["evidence"]["window"] == [1.0, 2.0, None]
+    assert datetime.fromisoformat(record["bar_ts"]) == bar
+    assert bad.status_code == 422
+    scraped = scrape(client)
+    assert scraped[("sextant_anomalies_total", frozenset({("kind", "volume_spike")}))] >= 1.0
+    figure = ("sextant_drift_figure", frozenset({("family", "xgb"), ("statistic", "psi_max")}))
+    assert scraped[figure] == 0.31
