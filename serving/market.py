@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -26,7 +26,14 @@ from sextant.execution import Candle
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
-__all__ = ["ClosedBar", "closed_bars", "latest_closes"]
+__all__ = [
+    "ClosedBar",
+    "MarketHistory",
+    "closed_bars",
+    "latest_closes",
+    "market_history",
+    "open_market",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,43 @@ def closed_bars(
                 if settle in funding:
                     funding[settle][symbol] = funding[settle].get(symbol, 0.0) + rate
     return [ClosedBar(t.to_pydatetime(), candles[t], funding[t]) for t in opens]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketHistory:
+    """One symbol's stored candles (``event_ts, open, high, low, close, volume``, oldest first,
+    of the features' candle source) and its perpetual's funding (``event_ts, funding_rate``)."""
+
+    symbol: str
+    source: str
+    candles: pd.DataFrame
+    funding: pd.DataFrame
+
+
+def open_market(settings: Settings) -> MarketStore:
+    """The market store, read-only (for readers outside `features`, e.g. the monitor)."""
+    return MarketStore(settings.paths.market_db, read_only=True)
+
+
+def market_history(
+    store: MarketStore, settings: Settings, symbol: str, *, start: datetime | None = None
+) -> MarketHistory:
+    """``symbol``'s candles and funding from ``start`` (everything stored when None)."""
+    source = choose_candle_source(store, symbol, settings.timeframe, settings.candle_source)
+    candles = store.query(
+        "SELECT event_ts, open, high, low, close, volume FROM candles WHERE source = ? AND "
+        "symbol = ? AND timeframe = ? AND event_ts >= ? ORDER BY event_ts",
+        [source, symbol, settings.timeframe, start or datetime(1970, 1, 1, tzinfo=UTC)],
+    )
+    funding = store.query(
+        "SELECT event_ts, any_value(funding_rate ORDER BY source) AS funding_rate "
+        "FROM funding_rates WHERE symbol = ? AND event_ts >= ? GROUP BY event_ts "
+        "ORDER BY event_ts",
+        [perp_symbol(symbol), start or datetime(1970, 1, 1, tzinfo=UTC)],
+    )
+    for frame in (candles, funding):
+        frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)
+    return MarketHistory(symbol, source, candles, funding)
 
 
 def latest_closes(settings: Settings, as_of: Mapping[str, datetime]) -> dict[str, float]:

@@ -609,6 +609,71 @@ def paper_history(
 
 
 @app.command()
+def monitor(
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol(s); default: settings.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="ISO bar time to evaluate from (default: after the last run)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the anomaly and drift detectors over the stored bars and store what they find
+    (what the `monitor` flow runs; a re-run over the same bars stores nothing new)."""
+    settings = _settings()
+    from agents.monitoring.monitor import run_monitor
+
+    report = run_monitor(
+        settings, symbols=tuple(symbol) if symbol else None, since=_parse_time(since, "--since")
+    )
+    summary = report.to_json()
+    if as_json:
+        _emit_json(summary)
+        return
+    from sextant.cli.render import print_table
+
+    rows = [{"kind": k, "found": n} for k, n in summary["by_kind"].items()]
+    print_table(
+        f"monitor {summary['since'] or 'first run'} .. {summary['until']}", rows, ["kind", "found"]
+    )
+    typer.echo(
+        f"{summary['found']} found, {summary['stored']} new; events: {len(summary['events'])}"
+    )
+
+
+@app.command()
+def anomalies(
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only bars at or after this ISO time.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (e.g. volume_spike).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What the monitor found, newest bar first, with each statistic, threshold and evidence."""
+    settings = _settings()
+    from serving.decisions_store import DecisionsStore
+
+    if not settings.paths.decisions_db.is_file():
+        found: list[dict[str, Any]] = []
+    else:
+        with DecisionsStore.open(settings.paths.decisions_db, readonly=True) as store:
+            found = store.anomalies(
+                limit, kind=kind, symbol=symbol, start=_parse_time(since, "--since")
+            )
+    if as_json:
+        _emit_json({"anomalies": found})
+        return
+    if not found:
+        typer.echo("no anomalies recorded (run `sextant monitor`)", err=True)
+        return
+    from sextant.cli.render import print_table
+
+    keys = ("bar_ts", "kind", "symbol", "severity", "statistic", "value", "threshold")
+    print_table("anomalies", [{k: a.get(k) for k in keys} for a in found], list(keys))
+
+
+@app.command()
 def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
