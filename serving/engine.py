@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,9 +124,10 @@ class _Book:
     gate: RiskGate
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Inputs:
-    """Everything a bar's decisions read, before any state is touched."""
+    """Everything a bar's decisions read, before any state is touched; the models run only
+    when something is to be decided (``DecisionEngine._run_models`` fills ``outputs``)."""
 
     symbols: tuple[str, ...]
     ts: datetime
@@ -134,14 +135,16 @@ class _Inputs:
     data_ts: datetime | None
     as_of: list[datetime | None]
     ages: list[float]
-    outputs: dict[str, FamilyOutput]
     features: list[dict[str, float | None]]
-    var_quantile: list[float]
     versions: dict[str, str]
+    online: Mapping[str, OnlineVectors] | None = field(repr=False)
+    champions: Mapping[str, Champion] = field(repr=False)
+    outputs: dict[str, FamilyOutput] | None = None
+    var_quantile: list[float] | None = None
 
     @property
     def model_error(self) -> bool:
-        return any(o.error for o in self.outputs.values())
+        return self.outputs is not None and any(o.error for o in self.outputs.values())
 
 
 class DecisionEngine:
@@ -266,6 +269,17 @@ class DecisionEngine:
         account = account or self.account
         chosen = self._chosen(symbols)
         inputs = self._inputs(chosen, now)
+        # the common answer once the `trade` flow has decided the bar: what is stored, no models
+        ids = [decision_id(account, symbol, inputs.ts) for symbol in chosen]
+        stored = self.store.records(ids)
+        if len(stored) == len(ids):
+            return DecisionBatch(
+                ts=inputs.ts,
+                records=tuple(stored[ident] for ident in ids),
+                made=(),
+                versions=inputs.versions,
+                feature_age_bars=dict(zip(chosen, inputs.ages, strict=True)),
+            )
         for attempt in range(self.MAX_ATTEMPTS):
             with self._lock:
                 try:
@@ -375,11 +389,18 @@ class DecisionEngine:
             data_ts=data_ts,
             as_of=as_of,
             ages=[math.inf if m is None else (clock_ts - m) / self._bar for m in as_of],
-            outputs=self._model_outputs(champions, online, chosen),
             features=_decision_features(online, chosen),
-            var_quantile=self._var_quantiles(champions, chosen),
             versions={family: c.version for family, c in champions.items()},
+            online=online,
+            champions=champions,
         )
+
+    def _run_models(self, inputs: _Inputs) -> tuple[dict[str, FamilyOutput], list[float]]:
+        """Each champion once over all of the call's symbols (done once per call)."""
+        if inputs.outputs is None or inputs.var_quantile is None:
+            inputs.outputs = self._model_outputs(inputs.champions, inputs.online, inputs.symbols)
+            inputs.var_quantile = self._var_quantiles(inputs.champions, inputs.symbols)
+        return inputs.outputs, inputs.var_quantile
 
     def _decide_once(self, inputs: _Inputs, account: str) -> DecisionBatch:
         book = self._book(account)
@@ -443,15 +464,16 @@ class DecisionEngine:
         symbol = inputs.symbols[i]
         if price is None:
             price = self._prices(inputs, inputs.ts)[symbol]
+        outputs, var_quantile = self._run_models(inputs)
         return decide(
             symbol,
             ts or inputs.ts,
             inputs.features[i],
             ModelOutputs(
-                p_xgb=float(inputs.outputs["xgb"].values[i]),
-                p_lstm=float(inputs.outputs["lstm"].values[i]),
-                garch_variance=float(inputs.outputs["garch"].values[i]),
-                var_quantile=inputs.var_quantile[i],
+                p_xgb=float(outputs["xgb"].values[i]),
+                p_lstm=float(outputs["lstm"].values[i]),
+                garch_variance=float(outputs["garch"].values[i]),
+                var_quantile=var_quantile[i],
             ),
             portfolio,
             self.config,
@@ -620,11 +642,14 @@ class DecisionEngine:
         cached per bar; the market store is read for what is not cached, and while it is busy
         the last price read stands in."""
         wanted = {s: m or ts for s, m in zip(inputs.symbols, inputs.as_of, strict=True)}
-        missing = {s: m for s, m in wanted.items() if (s, m) not in self._closes}
-        if missing:
+        for moment in sorted({m for s, m in wanted.items() if (s, m) not in self._closes}):
+            # one read per bar fills every traded symbol's close at it (the next symbols asked
+            # at that bar find theirs cached)
             try:
-                for symbol, close in latest_closes(self.settings, missing).items():
-                    self._closes[(symbol, missing[symbol])] = close
+                for symbol, close in latest_closes(
+                    self.settings, self.settings.symbols, moment
+                ).items():
+                    self._closes[(symbol, moment)] = close
             except Exception:  # duckdb refuses readers while an ingest writes
                 log.exception("market store read failed; using the last prices read")
         prices: dict[str, float] = {}

@@ -49,40 +49,69 @@ def closed_bars(
     settings: Settings, symbols: Sequence[str], first_open: datetime, last_open: datetime
 ) -> list[ClosedBar]:
     """Every bar opening in ``[first_open, last_open]``, in order, a bar without any candle too
-    (a market gap: the book's pending orders lapse, as in the backtest)."""
+    (a market gap: the book's pending orders lapse, as in the backtest). Three queries whatever
+    the number of symbols: the candle sources, the candles, the funding."""
     bar = timeframe_to_timedelta(settings.timeframe)
     if last_open < first_open:
         return []
     opens = pd.date_range(first_open, last_open, freq=bar, tz="UTC")
     candles: dict[pd.Timestamp, dict[str, Candle]] = {t: {} for t in opens}
     funding: dict[pd.Timestamp, dict[str, float]] = {t: {} for t in opens}
+    names = list(symbols)
+    marks = ", ".join("?" * len(names))
     with MarketStore(settings.paths.market_db, read_only=True) as store:
-        for symbol in symbols:
-            source = choose_candle_source(store, symbol, settings.timeframe, settings.candle_source)
-            rows = store.query(
-                "SELECT event_ts, open, high, low, close, volume FROM candles WHERE source = ? "
-                "AND symbol = ? AND timeframe = ? AND event_ts >= ? AND event_ts <= ? "
-                "ORDER BY event_ts",
-                [source, symbol, settings.timeframe, first_open, last_open],
-            )
-            stamps = pd.DatetimeIndex(rows["event_ts"]).tz_convert("UTC")
-            values = rows[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float)
-            for stamp, (o, h, lo, c, v) in zip(stamps, values.tolist(), strict=True):
-                candles[stamp][symbol] = Candle(open=o, high=h, low=lo, close=c, volume=v)
-            rates = store.query(
-                "SELECT event_ts, any_value(funding_rate ORDER BY source) AS rate "
-                "FROM funding_rates WHERE symbol = ? AND event_ts >= ? AND event_ts < ? "
-                "GROUP BY event_ts",
-                [perp_symbol(symbol), first_open, last_open + bar],
-            )
-            settles = pd.DatetimeIndex(rates["event_ts"]).tz_convert("UTC")
-            for stamp, rate in zip(
-                settles, rates["rate"].to_numpy(dtype=float).tolist(), strict=True
-            ):
-                settle = _floor(stamp, bar)
-                if settle in funding:
-                    funding[settle][symbol] = funding[settle].get(symbol, 0.0) + rate
+        sources = candle_sources(store, settings, names)
+        rows = store.query(
+            "SELECT symbol, source, event_ts, open, high, low, close, volume FROM candles "
+            f"WHERE symbol IN ({marks}) AND timeframe = ? AND event_ts >= ? AND event_ts <= ? "
+            "ORDER BY event_ts",
+            [*names, settings.timeframe, first_open, last_open],
+        )
+        perps = {perp_symbol(symbol): symbol for symbol in names}
+        rates = store.query(
+            "SELECT symbol, event_ts, any_value(funding_rate ORDER BY source) AS rate "
+            f"FROM funding_rates WHERE symbol IN ({', '.join('?' * len(perps))}) "
+            "AND event_ts >= ? AND event_ts < ? GROUP BY symbol, event_ts",
+            [*perps, first_open, last_open + bar],
+        )
+    chosen = [
+        sources.get(sym) == src for sym, src in zip(rows["symbol"], rows["source"], strict=True)
+    ]
+    rows = rows[chosen]
+    stamps = pd.DatetimeIndex(rows["event_ts"]).tz_convert("UTC")
+    values = rows[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float).tolist()
+    for symbol, stamp, (o, h, lo, c, v) in zip(rows["symbol"], stamps, values, strict=True):
+        candles[stamp][str(symbol)] = Candle(open=o, high=h, low=lo, close=c, volume=v)
+    settles = pd.DatetimeIndex(rates["event_ts"]).tz_convert("UTC")
+    amounts = rates["rate"].to_numpy(dtype=float).tolist()
+    for perp, stamp, rate in zip(rates["symbol"], settles, amounts, strict=True):
+        settle, symbol = _floor(stamp, bar), perps[str(perp)]
+        if settle in funding:
+            funding[settle][symbol] = funding[settle].get(symbol, 0.0) + rate
     return [ClosedBar(t.to_pydatetime(), candles[t], funding[t]) for t in opens]
+
+
+def candle_sources(
+    store: MarketStore, settings: Settings, symbols: Sequence[str]
+) -> dict[str, str]:
+    """Per symbol, the candle source the features are built from (one query for all; the rule
+    of `features.build.choose_candle_source`: the preferred one, or with "auto" the freshest,
+    then the longest); a symbol without candles is left out."""
+    if not symbols:
+        return {}
+    rows = store.query(
+        "SELECT symbol, source, max(event_ts) AS last, count(*) AS n FROM candles "
+        f"WHERE symbol IN ({', '.join('?' * len(symbols))}) AND timeframe = ? "
+        "GROUP BY symbol, source ORDER BY symbol, last DESC, n DESC, source",
+        [*symbols, settings.timeframe],
+    )
+    chosen: dict[str, str] = {}
+    for symbol, source in zip(rows["symbol"], rows["source"], strict=True):
+        if settings.candle_source == "auto":
+            chosen.setdefault(str(symbol), str(source))
+        elif source == settings.candle_source:
+            chosen[str(symbol)] = str(source)
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,31 +151,24 @@ def market_history(
     return MarketHistory(symbol, source, candles, funding)
 
 
-def latest_closes(settings: Settings, as_of: Mapping[str, datetime]) -> dict[str, float]:
-    """Per symbol, the close of its latest candle that had closed by ``as_of[symbol]``.
-
-    Candles of ``settings.candle_source`` (any stored source with "auto", the most recent bar
-    first); a symbol without such a candle is left out.
-    """
-    if not as_of:
+def latest_closes(settings: Settings, symbols: Sequence[str], moment: datetime) -> dict[str, float]:
+    """Per symbol, the close of its latest candle (of the features' source) that had closed by
+    ``moment``, in one query; a symbol without such a candle is left out."""
+    if not symbols:
         return {}
     bar = timeframe_to_timedelta(settings.timeframe)
-    source = settings.candle_source
-    closes: dict[str, float] = {}
     with MarketStore(settings.paths.market_db, read_only=True) as store:
-        for symbol, moment in as_of.items():
-            sql = (
-                "SELECT close FROM candles WHERE symbol = ? AND timeframe = ? AND event_ts <= ?"
-                + ("" if source == "auto" else " AND source = ?")
-                + " ORDER BY event_ts DESC, source LIMIT 1"
-            )
-            params: list[object] = [symbol, settings.timeframe, moment - bar]
-            if source != "auto":
-                params.append(source)
-            rows = store.query(sql, params)
-            if not rows.empty:
-                closes[symbol] = float(rows["close"].iloc[0])
-    return closes
+        sources = candle_sources(store, settings, symbols)
+        if not sources:
+            return {}
+        pairs = list(sources.items())
+        match = " OR ".join("(symbol = ? AND source = ?)" for _ in pairs)
+        rows = store.query(
+            "SELECT symbol, arg_max(close, event_ts) AS close FROM candles "
+            f"WHERE timeframe = ? AND event_ts <= ? AND ({match}) GROUP BY symbol",
+            [settings.timeframe, moment - bar, *[x for pair in pairs for x in pair]],
+        )
+    return {str(s): float(c) for s, c in zip(rows["symbol"], rows["close"], strict=True)}
 
 
 def _floor(ts: pd.Timestamp, bar: timedelta) -> pd.Timestamp:

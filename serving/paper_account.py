@@ -177,7 +177,7 @@ def _closes(
     if last_close is None:
         return {}
     try:
-        return latest_closes(settings, dict.fromkeys(symbols, last_close))
+        return latest_closes(settings, symbols, last_close)
     except Exception:  # duckdb refuses readers while an ingest writes: notionals are unknown
         log.warning("market store %s unreadable: notionals unknown", settings.paths.market_db)
         return {}

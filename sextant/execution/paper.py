@@ -84,10 +84,6 @@ def _grown(array: FloatArray, rows: int) -> FloatArray:
     return bigger
 
 
-def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
 def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -305,11 +301,13 @@ class PaperBroker:
         open_rows = self._open_trade_rows()
         renumber = {row: i for i, row in enumerate(open_rows)}
         books = {}
-        for i, symbol in enumerate(self._symbols):
-            state = {
-                name: _finite_or_none(float(self._sym[i, f])) for f, name in enumerate(k.SS_FIELDS)
-            }
-            row = int(self._sym[i, k.SS_TRADE])
+        fields = k.SS_FIELDS
+        for symbol, values in zip(self._symbols, self._sym.tolist(), strict=True):
+            # x != x: NaN, stored as null (one pass over Python floats: this runs per decision)
+            state: dict[str, Any] = dict(
+                zip(fields, [None if x != x else x for x in values], strict=True)
+            )
+            row = int(values[k.SS_TRADE])
             state["trade"] = renumber[row] if row >= 0 else -1
             books[symbol] = state
         return {
@@ -322,7 +320,7 @@ class PaperBroker:
             "realized": float(self._acct[k.AC_REALIZED]),
             "equity": self._equity,
             "unrealized": self._unrealized,
-            "positions": [float(x) for x in self._positions],
+            "positions": self._positions.tolist(),
             "books": books,
             "open_trades": [
                 {name: float(self._trades[row, f]) for f, name in enumerate(k.TRADE_FIELDS)}
