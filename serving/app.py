@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -190,15 +191,20 @@ class _Service:
             )
 
 
-def _decision_responses(batch: DecisionBatch) -> list[DecisionResponse]:
+def _json_response(payload: Mapping[str, Any]) -> Response:
+    """``payload`` as strict JSON (NaN and infinities as null, datetimes in ISO 8601)."""
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _decision_payloads(batch: DecisionBatch) -> list[dict[str, Any]]:
     made = {d.symbol for d in batch.made}
     return [
-        DecisionResponse(
-            decision=DecisionRecord.model_validate(_finite(record)),
-            stored=record["symbol"] not in made,
-            model_versions=dict(batch.versions),
-            feature_age_bars=_finite(float(batch.feature_age_bars[record["symbol"]])),
-        )
+        {
+            "decision": record,
+            "stored": record["symbol"] not in made,
+            "model_versions": dict(batch.versions),
+            "feature_age_bars": _finite(float(batch.feature_age_bars[record["symbol"]])),
+        }
         for record in batch.records
     ]
 
@@ -235,7 +241,7 @@ def _page(
     since: datetime | None,
     limit: int,
     cursor: str | None,
-) -> DecisionPage:
+) -> dict[str, Any]:
     """One page after ``cursor``: the rest of the cursor's bar (symbols after its symbol), then
     older bars; read in one snapshot, so records written meanwhile cannot shift the page."""
     records: list[dict[str, Any]] = []
@@ -248,7 +254,7 @@ def _page(
         if cursor is not None:
             ts, after = _parse_cursor(cursor)
             if since is not None and since > ts:
-                return DecisionPage(decisions=[], next_cursor=None)
+                return {"decisions": [], "next_cursor": None}
             bar_end = ts + _ONE_MICROSECOND
             at_bar = store.count(
                 account=account, symbol=symbol, action=action, start=ts, end=bar_end
@@ -261,10 +267,7 @@ def _page(
             records += read(wanted, since, end)
     page = records[:limit]
     more = len(records) > limit
-    return DecisionPage(
-        decisions=[DecisionRecord.model_validate(_finite(r)) for r in page],
-        next_cursor=_cursor(page[-1]) if more else None,
-    )
+    return {"decisions": page, "next_cursor": _cursor(page[-1]) if more else None}
 
 
 # --- middleware: body limit and request metrics -------------------------------------------------
@@ -397,8 +400,11 @@ def _routes(service: _Service) -> APIRouter:
     ) -> None:
         check_bearer(request.headers.get("authorization"), service.settings.admin_token)
 
+    # The decision endpoints answer the store's records as they are (strict JSON already: NaN
+    # was stored as null), serialized once with orjson: validating a full record into pydantic
+    # models and back cost more than the decision itself. The response models document them.
     @router.post("/v1/decisions", response_model=DecisionResponse, responses=_ERRORS)
-    async def decide_one(body: DecisionRequest) -> DecisionResponse:
+    async def decide_one(body: DecisionRequest) -> Response:
         """Decide one symbol at the latest bar close, act on the paper book, record it (a bar
         already decided for the account is answered from the store: ``stored``)."""
         engine = service.live
@@ -406,19 +412,21 @@ def _routes(service: _Service) -> APIRouter:
             [body.symbol], now=service.clock(), account=service.account(body.account)
         )
         service.observe_batch(batch)
-        return _decision_responses(batch)[0]
+        return _json_response(_decision_payloads(batch)[0])
 
     @router.post("/v1/decisions/batch", response_model=BatchDecisionResponse, responses=_ERRORS)
-    async def decide_batch(body: BatchDecisionRequest) -> BatchDecisionResponse:
+    async def decide_batch(body: BatchDecisionRequest) -> Response:
         """Decide several symbols in one engine call: one online read, one run per champion."""
         account = service.account(body.account)
         batch = service.live.decide(body.symbols, now=service.clock(), account=account)
         service.observe_batch(batch)
-        return BatchDecisionResponse(
-            ts=batch.ts,
-            account=account,
-            model_versions=dict(batch.versions),
-            decisions=_decision_responses(batch),
+        return _json_response(
+            {
+                "ts": batch.ts,
+                "account": account,
+                "model_versions": dict(batch.versions),
+                "decisions": _decision_payloads(batch),
+            }
         )
 
     @router.get("/v1/decisions", response_model=DecisionPage, responses=_ERRORS)
@@ -431,25 +439,27 @@ def _routes(service: _Service) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
         account: Annotated[str | None, _ACCOUNT_QUERY] = None,
-    ) -> DecisionPage:
+    ) -> Response:
         """An account's decisions, newest bar first (then by symbol), ``limit`` per page."""
-        return _page(
-            service.live.store,
-            account=service.account(account),
-            symbol=symbol,
-            action=None if action is None else action.value,
-            since=since,
-            limit=limit,
-            cursor=cursor,
+        return _json_response(
+            _page(
+                service.live.store,
+                account=service.account(account),
+                symbol=symbol,
+                action=None if action is None else action.value,
+                since=since,
+                limit=limit,
+                cursor=cursor,
+            )
         )
 
     @router.get("/v1/decisions/{decision_id}", response_model=DecisionRecord, responses=_ERRORS)
-    async def get_decision(decision_id: str) -> DecisionRecord:
+    async def get_decision(decision_id: str) -> Response:
         """One recorded decision by its id."""
         record = service.live.store.get(decision_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decision with id {decision_id!r}")
-        return DecisionRecord.model_validate(_finite(record))
+        return _json_response(record)
 
     @router.get("/v1/anomalies", response_model=AnomalyPage, responses=_ERRORS)
     async def list_anomalies(

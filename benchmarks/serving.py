@@ -1,0 +1,479 @@
+"""The online decision service's latency: in process (one symbol, a batch of 50) and over HTTP.
+
+All figures run on the bench home (`benchmarks.bench_home`: 50 copies of the sample's symbols,
+features materialized, quick champions of the three families covering all 50), with the clock
+pinned five minutes after the bar close of the online vectors, so every decision is fresh and
+computes everything (by the wall clock the historical data would be stale, and the gate would flat
+every decision before sizing).
+
+**A timed decision is a new decision.** The engine makes one decision per (account, symbol, bar)
+and answers a repeated request from the store, so each timed call decides for an account of its
+own. The accounts are opened beforehand, untimed (`open_accounts`): a paper book of the home's 50
+symbols that has already processed the bar closing at the decision bar, and a fresh risk gate,
+recorded as of that bar close. The timed call therefore loads the account's stored book and gate
+(the engine has not cached them yet, as for any account's first request of a bar in a service
+answering many accounts), reads the online store, runs the three ONNX champions, decides, submits
+to the book and writes the record, but does not catch the book up. Catching up one bar (the
+engine reads that bar's candles and funding from the market store, once per account and bar) is
+timed separately (``..._book_one_bar_behind``), as is the already-decided answer (the same
+request again: the engine reads the online store for the bar, then answers the stored record
+without running the models). ``..._new_cached_book`` is the service's own account: its book is
+held parsed between requests, and the bar's 50 symbols are decided one per call.
+
+HTTP: a real ``uvicorn`` process (one worker, uvicorn's access log off, the app's defaults
+otherwise) serves ``serving.app`` built with the pinned clock (`pinned_app`); the load generator
+(`benchmarks.loadgen`) runs in another process, open-loop at fixed rates for 5 s a stage, latency
+from each request's due time, 2 s timeout. A warm-up stage (100/s for 2 s over the 50 symbols,
+not reported) comes first: the engine reads the bar's closes from the market store on the first
+request of a bar (one DuckDB connection, tens of ms). Between stages the server is given time
+to drain what the previous stage left queued. Every POST is a new decision of an account opened
+as above; GET /v1/signals/{symbol} decides without recording (the default account's book); the
+batch endpoint decides all 50 symbols for a new account. The ladder climbs 50, 100, 150, 200,
+300, ... 1000 requests/s of new one-symbol decisions and reports the highest rate held with
+p99 < 50 ms and no error. Each stage's full result (errors by kind, achieved rate, the client's
+own send lag) is printed on stderr as a ``#`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_home import SYMBOLS, BenchHome, bench_home, fresh_decisions
+from benchmarks.common import Figure
+from benchmarks.loadgen import percentile
+from sextant.settings import Settings
+
+__all__ = ["pinned_app", "run"]
+
+REPO = Path(__file__).resolve().parents[1]
+NOW_ENV = "BENCH_SERVING_NOW"  # the pinned clock of `pinned_app` (not a SEXTANT_* setting)
+CLOCK_OFFSET = timedelta(minutes=5)  # after the data's last bar close
+SYMBOL = SYMBOLS[0]
+
+SINGLE_CALLS, SINGLE_WARMUP = 2_000, 100
+BATCH_CALLS, BATCH_WARMUP = 200, 10
+CATCH_UP_CALLS = 20  # one-symbol decisions whose book is one bar behind (each reads 50 symbols)
+PART_CALLS = 500  # per part of a one-symbol decision
+BATCH_PART_CALLS = 100  # per part of a 50-symbol decision
+
+HTTP_DURATION_S = 5.0
+HTTP_BASE_RATE = 200
+LADDER = (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000)  # requests/s, climbed until one fails
+LADDER_P99_MS = 50.0
+BATCH_HTTP_RATE = 10  # a 50-symbol decision takes tens of ms in process
+SETTLE_S = 30.0  # the longest wait for the server to drain a stage's backlog
+SERVER_START_S = 90.0
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+
+def open_accounts(
+    settings: Settings, bar_close: datetime, accounts: Sequence[str], *, behind: int = 0
+) -> None:
+    """Record each account with a paper book (no position) that has processed the bars up to the
+    one closing at ``bar_close`` less ``behind`` bars, a fresh gate, as of that bar close: what
+    the engine leaves after deciding at that bar. With ``behind=0`` a decision at ``bar_close``
+    has nothing to catch up; with ``behind=1`` it first reads one bar from the market store."""
+    from serving.decisions_store import DecisionsStore
+    from serving.market import closed_bars
+    from sextant.decision import DecisionConfig, RiskGate, SizingConfig
+    from sextant.execution import ExecutionConfig, PaperBroker
+    from sextant.timeframes import timeframe_to_timedelta
+
+    bar = timeframe_to_timedelta(settings.timeframe)
+    as_of = bar_close - behind * bar
+    (closed,) = closed_bars(settings, settings.symbols, as_of - bar, as_of - bar)
+    broker = PaperBroker(settings.symbols, settings.timeframe, ExecutionConfig())
+    broker.on_bar(closed.bar_open, closed.candles, closed.funding)
+    snapshot = broker.to_snapshot()
+    risk = DecisionConfig(sizing=SizingConfig(timeframe=settings.timeframe)).risk
+    with DecisionsStore.open(settings.paths.decisions_db) as store:
+        for account in accounts:
+            store.record([], account=account, portfolio=snapshot, gate=RiskGate(risk), as_of=as_of)
+        store.checkpoint()
+
+
+# --- in process ----------------------------------------------------------------------------------
+
+
+def _quantiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    return percentile(seconds, 50) * 1e3, percentile(seconds, 99) * 1e3
+
+
+def _timed(calls: Sequence[Callable[[], object]]) -> list[float]:
+    """Each call's wall time in seconds."""
+    times = []
+    for call in calls:
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def _repeat(fn: Callable[[], object], n: int) -> list[float]:
+    """``fn``'s wall time over ``n`` calls (after one untimed call)."""
+    fn()
+    return _timed([fn] * n)
+
+
+def in_process_figures(home: BenchHome) -> list[Figure]:
+    """One symbol per call, then 50, each call a new decision of a pre-opened account."""
+    from serving.engine import DecisionEngine
+
+    settings = home.settings
+    now = home.last_close + CLOCK_OFFSET
+    single = [f"one-{i}" for i in range(SINGLE_WARMUP + SINGLE_CALLS)]
+    batch = [f"fifty-{i}" for i in range(BATCH_WARMUP + BATCH_CALLS)]
+    behind = [f"behind-{i}" for i in range(CATCH_UP_CALLS)]
+    open_accounts(settings, home.last_close, single + batch + ["cached"])
+    open_accounts(settings, home.last_close, behind, behind=1)
+    engine = DecisionEngine.from_settings(settings)
+    try:
+        # every decision of the bench computes all three families on fresh features
+        first = engine.decide(SYMBOLS, now=now, account=batch[0])
+        missing = [
+            d.symbol
+            for d in first.made
+            if not all(
+                math.isfinite(v) for v in (d.models.p_xgb, d.models.p_lstm, d.models.garch_variance)
+            )
+        ]
+        stale = [s for s, age in first.feature_age_bars.items() if age > 1]
+        if len(first.made) != len(SYMBOLS) or missing or stale:
+            raise RuntimeError(
+                f"the bench home does not compute every family on fresh features: made "
+                f"{len(first.made)} of {len(SYMBOLS)}, a family missing for {missing}, stale "
+                f"features for {stale}"
+            )
+
+        def decide(symbols: Sequence[str], account: str, *, new: bool = True) -> None:
+            made = engine.decide(symbols, now=now, account=account).made
+            if len(made) != (len(symbols) if new else 0):
+                raise RuntimeError(f"{account} made {len(made)} decisions of {len(symbols)}")
+
+        _timed([partial(decide, [SYMBOL], a) for a in single[:SINGLE_WARMUP]])
+        one = _timed([partial(decide, [SYMBOL], a) for a in single[SINGLE_WARMUP:]])
+        again = _timed([partial(decide, [SYMBOL], a, new=False) for a in single[:SINGLE_CALLS]])
+        catching_up = _timed([partial(decide, [SYMBOL], a) for a in behind])
+        # the service's own account, whose book the engine holds parsed between requests: the
+        # bar's 50 symbols one per call (the first untimed: it parses the stored book)
+        decide([SYMBOLS[0]], "cached")
+        cached = _timed([partial(decide, [s], "cached") for s in SYMBOLS[1:]])
+        _timed([partial(decide, SYMBOLS, a) for a in batch[1:BATCH_WARMUP]])
+        fifty = _timed([partial(decide, SYMBOLS, a) for a in batch[BATCH_WARMUP:]])
+        figures = [
+            *_pair("decision_one_symbol_new", one, "< 1 ms"),
+            Figure(
+                "decision_one_symbol_new_cached_book_p50",
+                _quantiles_ms(cached)[0],
+                "ms",
+                "reference",
+            ),
+            Figure(
+                f"decision_one_symbol_new_cached_book_max_of_{len(cached)}",
+                max(cached) * 1e3,
+                "ms",
+                "< 1 ms",
+            ),
+            *_pair("decision_one_symbol_already_decided", again, "reference"),
+            *_pair("decision_one_symbol_new_book_one_bar_behind", catching_up, "reference"),
+            *_pair("decision_batch_50_symbols_new", fifty, "< 10 ms"),
+            *_parts(engine, now),
+        ]
+    finally:
+        engine.close()
+    return figures
+
+
+def _pair(name: str, seconds: Sequence[float], target: str) -> list[Figure]:
+    p50, p99 = _quantiles_ms(seconds)
+    return [
+        Figure(f"{name}_p50", p50, "ms", "reference"),
+        Figure(f"{name}_p99", p99, "ms", target),
+    ]
+
+
+def _parts(engine: Any, now: datetime) -> list[Figure]:
+    """Where a decision's time goes: the online read, the three ONNX champions, the whole path
+    without the book and the record (``evaluate``), and a decision record's write with a book."""
+    from serving.decisions_store import decision_id
+
+    figures = []
+    for symbols, label, calls in (
+        ((SYMBOL,), "one_symbol", PART_CALLS),
+        (SYMBOLS, "batch_50", BATCH_PART_CALLS),
+    ):
+        online = engine.feast.online_read(symbols)
+        read = _repeat(partial(engine.feast.online_read, symbols), calls)
+        onnx = _repeat(partial(engine._model_outputs, engine.champions, online, symbols), calls)
+        evaluate = _repeat(partial(engine.evaluate, symbols, now=now), calls)
+        figures += [
+            Figure(f"decision_{label}_part_online_read_p50", _quantiles_ms(read)[0], "ms",
+                   "reference"),
+            Figure(f"decision_{label}_part_onnx_three_families_p50", _quantiles_ms(onnx)[0],
+                   "ms", "reference"),
+            Figure(f"decision_{label}_part_evaluate_no_book_no_record_p50",
+                   _quantiles_ms(evaluate)[0], "ms", "reference"),
+        ]  # fmt: skip
+    # the write: a decision made for the one-symbol accounts, stored again for fresh accounts
+    broker, gate = engine.account_state("one-0")
+    (decision,) = engine.evaluate([SYMBOL], now=now, account="one-0")
+    snapshot = broker.to_snapshot()
+    writes = []
+    for i in range(PART_CALLS):
+        account = f"write-{i}"
+        began = time.perf_counter()
+        engine.store.record([decision], account=account, portfolio=snapshot, gate=gate)
+        writes.append(time.perf_counter() - began)
+        if engine.store.get(decision_id(account, SYMBOL, decision.ts)) is None:
+            raise RuntimeError(f"the decision written for {account} is not in the store")
+    figures.append(
+        Figure("decision_one_symbol_part_record_write_p50", _quantiles_ms(writes)[0], "ms",
+               "reference")
+    )  # fmt: skip
+    return figures
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def pinned_app() -> Any:
+    """The uvicorn factory of the HTTP figures: ``serving.app`` from the environment's settings,
+    with the clock pinned at ``$BENCH_SERVING_NOW`` (ISO 8601, UTC)."""
+    from serving.app import create_app
+    from sextant.runtime import init_runtime
+    from sextant.settings import load_settings
+
+    pinned = datetime.fromisoformat(os.environ[NOW_ENV]).astimezone(UTC)
+    settings = load_settings()
+    init_runtime(settings)
+    return create_app(settings, clock=lambda: pinned)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def uvicorn_server(home: BenchHome) -> Iterator[str]:
+    """A real uvicorn process serving the bench home on 127.0.0.1; its URL once it answers."""
+    import httpx
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SEXTANT_HOME": str(home.settings.home),
+        "SEXTANT_SYMBOLS": json.dumps(list(home.settings.symbols)),
+        "SEXTANT_CANDLE_SOURCE": home.settings.candle_source,
+        NOW_ENV: (home.last_close + CLOCK_OFFSET).isoformat(),
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "benchmarks.serving:pinned_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + SERVER_START_S
+            while True:
+                if server.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"uvicorn exited: {log.read().decode()[-2000:]}")
+                try:
+                    answer = httpx.get(f"{url}/v1/signals/{SYMBOL}", timeout=5.0)
+                    if answer.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not answer within {SERVER_START_S:.0f} s")
+                time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _settle(url: str) -> None:
+    """Wait until the server answers /healthz promptly twice in a row (at most ``SETTLE_S``),
+    so that a stage's backlog (requests the client gave up on) never delays the next stage."""
+    import httpx
+
+    deadline = time.monotonic() + SETTLE_S
+    prompt = 0
+    with httpx.Client(base_url=url, trust_env=False, timeout=SETTLE_S) as client:
+        while prompt < 2 and time.monotonic() < deadline:
+            began = time.perf_counter()
+            try:
+                client.get("/healthz")
+                prompt = prompt + 1 if time.perf_counter() - began < 0.02 else 0
+            except httpx.HTTPError:
+                prompt = 0
+            time.sleep(0.1)
+
+
+def loadgen(url: str, stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``stages`` in a load generator process; its results, one per stage."""
+    budget = sum(s["duration_s"] + 10 for s in stages) + 30
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.loadgen", url, json.dumps(stages)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=budget,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _decisions_stage(name: str, rate: int, duration_s: float = HTTP_DURATION_S) -> dict[str, Any]:
+    """POST /v1/decisions, one symbol (cycling over the 50), each request its own account."""
+    return {
+        "name": name,
+        "rate": rate,
+        "duration_s": duration_s,
+        "method": "POST",
+        "path": "/v1/decisions",
+        "body": json.dumps({"symbol": "{symbol}", "account": f"{name}-{{i}}"}),
+        "symbols": list(SYMBOLS),
+    }
+
+
+def _stage_accounts(stage: dict[str, Any]) -> list[str]:
+    return [f"{stage['name']}-{i}" for i in range(round(stage["rate"] * stage["duration_s"]))]
+
+
+def http_figures(home: BenchHome) -> list[Figure]:
+    """200/s of new one-symbol decisions, the ladder, /v1/signals at 200/s, the 50-symbol batch."""
+    warmup = _decisions_stage("http-warmup", 100, 2.0)
+    base = _decisions_stage("http-200", HTTP_BASE_RATE)
+    ladder = [_decisions_stage(f"http-ladder-{rate}", rate) for rate in LADDER]
+    batch = {
+        "name": "http-batch",
+        "rate": BATCH_HTTP_RATE,
+        "duration_s": HTTP_DURATION_S,
+        "method": "POST",
+        "path": "/v1/decisions/batch",
+        "body": json.dumps({"symbols": list(SYMBOLS), "account": "http-batch-{i}"}),
+    }
+    signals = {
+        "name": "http-signals",
+        "rate": HTTP_BASE_RATE,
+        "duration_s": HTTP_DURATION_S,
+        "method": "GET",
+        "path": "/v1/signals/{symbol}",
+        "symbols": list(SYMBOLS),
+    }
+    began = time.perf_counter()
+    accounts = [a for s in (warmup, base, batch) for a in _stage_accounts(s)]
+    open_accounts(home.settings, home.last_close, accounts)
+    _phase(f"{len(accounts)} accounts opened", began)
+    figures: list[Figure] = []
+    began = time.perf_counter()
+    with uvicorn_server(home) as url:
+        _phase("uvicorn started", began)
+        _note(*loadgen(url, [warmup]))
+        _settle(url)
+        (decisions,) = loadgen(url, [base])
+        _note(decisions)
+        _settle(url)
+        figures += _http_pair("http_decision_new_200rps", decisions, "< 5 ms, 0 errors")
+        held = 0
+        for stage in ladder:
+            # opened while the server idles (another process writing the store, as in service)
+            open_accounts(home.settings, home.last_close, _stage_accounts(stage))
+            _settle(url)
+            (result,) = loadgen(url, [stage])
+            _note(result)
+            _settle(url)
+            if result["errors"] or not result["p99_ms"] < LADDER_P99_MS:
+                break
+            held = stage["rate"]
+        figures.append(
+            Figure("http_decision_new_max_rate_p99_under_50ms", held, "req/s", ">= 500 req/s")
+        )
+        (signal,) = loadgen(url, [signals])
+        _note(signal)
+        _settle(url)
+        figures += _http_pair("http_signals_200rps", signal, "reference")
+        (batched,) = loadgen(url, [batch])
+        _note(batched)
+        figures += _http_pair(f"http_decision_batch_50_new_{BATCH_HTTP_RATE}rps", batched,
+                              "reference")  # fmt: skip
+    return figures
+
+
+def _phase(what: str, began: float) -> None:
+    print(f"# {what}: {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+
+
+def _note(result: dict[str, Any]) -> None:
+    """A stage's whole result on stderr, as a comment beside the figures."""
+    print(
+        f"# {result['name']} at {result['rate']}/s: {result['ok']} ok, p50 "
+        f"{result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']} "
+        f"{result['error_kinds']}, achieved {result['achieved_rate']:.0f}/s, client send lag "
+        f"p99 {result['send_lag_p99_ms']:.2f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _http_pair(name: str, result: dict[str, Any], target: str) -> list[Figure]:
+    return [
+        Figure(f"{name}_p50", result["p50_ms"], "ms", "reference"),
+        Figure(f"{name}_p99", result["p99_ms"], "ms", target),
+        Figure(f"{name}_errors", result["errors"], "requests", "0"),
+    ]
+
+
+# --- the suite -----------------------------------------------------------------------------------
+
+
+def run() -> list[Figure]:
+    """Build or reuse the bench home, then the in-process and the HTTP figures."""
+    started = time.perf_counter()
+    home = bench_home()
+    fresh_decisions(home.settings)
+    _phase("bench home", started)
+    figures = []
+    if home.build_seconds is not None:
+        figures.append(Figure("serving_bench_home_cold_build", home.build_seconds, "s", "< 240 s"))
+    began = time.perf_counter()
+    figures += in_process_figures(home)
+    _phase("in-process figures", began)
+    began = time.perf_counter()
+    try:
+        figures += http_figures(home)
+    except Exception as exc:  # the in-process figures still count; say why HTTP has none
+        print(f"serving_http: error {type(exc).__name__}: {exc}", flush=True)
+    _phase("HTTP figures", began)
+    figures.append(Figure("serving_suite_wall", time.perf_counter() - started, "s", "< 360 s warm"))
+    return figures
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.line())
