@@ -28,6 +28,7 @@ from pydantic import AwareDatetime, model_validator
 from models.calibration import MIN_CALIBRATION_ROWS, CalibrationMethod, fit_calibrated
 from models.cv import Fold, Window, purged_walk_forward
 from models.data import direction_dataset, symbol_returns
+from models.drift_reference import build_drift_reference, log_drift_reference
 from models.evaluation import CalibratedFold, DirectionEvaluation, evaluate_direction, split_folds
 from models.garch import GarchConfig, GarchFit, GarchModel, GarchState, filter_variance
 from models.garch_family import (
@@ -441,6 +442,12 @@ def _train_direction(
         {f"final.{k}": v for k, v in final.params().items() if not isinstance(v, (dict, list))}
     )
     _log_plots_direction(family, final, evaluation.oof)
+    # what the monitor compares live inputs, outputs and calibration with (agents.monitoring.drift)
+    drift_reference = log_drift_reference(
+        build_drift_reference(
+            family=family, data=data, oof=evaluation.oof, label_horizon=config.horizon
+        )
+    )
 
     baseline = {
         "name": evaluation.baseline.name,
@@ -468,6 +475,7 @@ def _train_direction(
             ModelTag.REPORTED_METRICS: json.dumps(evaluation.metrics[REPORTED]),
             ModelTag.BASELINE: json.dumps(baseline),
             ModelTag.CALIBRATION: json.dumps(calibrator.to_dict()),
+            ModelTag.DRIFT_REFERENCE: drift_reference,
             ModelTag.CHAMPION_REPLAY_METRICS: json.dumps(
                 evaluation.champion_metrics.get(SELECTION, {})
             ),

@@ -77,3 +77,6 @@ class ModelTag:
     # JSON list: the registered graph's first output on the logged input example, computed at
     # registration after parity passed; a serving process checks a loaded session against it
     PROBE_OUTPUT: Final = "probe_output"
+    # artifact path, in the version's run, of its drift reference (`models.drift_reference`):
+    # training rows' feature bins, reported-span output and calibration, read by the monitor
+    DRIFT_REFERENCE: Final = "drift_reference"
