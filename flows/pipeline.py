@@ -12,6 +12,7 @@ from features.ingest.store import MarketStore
 from flows.backtest import backtest_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
+from flows.monitor import monitor_flow
 from flows.trade import trade_flow
 from flows.train import train_flow
 from models.training import span_rows, table_rows
@@ -33,7 +34,7 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Ingest the sample, report the store, build + materialize features, train, promote, decide
-    the latest bar on the paper account, backtest."""
+    the latest bar on the paper account, monitor the bars for anomalies and drift, backtest."""
     ingested = ingest_flow(source="sample", home=home)
     status = data_status(home)
     built = features_flow(home=home)
@@ -41,6 +42,7 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
     # after train, not right after features: a fresh home has champions only once trained and
     # promoted (the sample ends in 2024, so by the clock its bar is decided STALE_FEATURES, flat)
     traded = trade_flow(home=home)
+    monitored = monitor_flow(home=home)
     study = backtest_flow(home=home)
     return {
         "ingest": ingested,
@@ -65,6 +67,10 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
                 "trading_state": traded["trading_state"],
             }
         ],
+        "monitor (anomalies found, `sextant anomalies` lists them)": [
+            {"kind": kind, "found": count} for kind, count in monitored["by_kind"].items()
+        ]
+        or [{"kind": "-", "found": 0}],
         "backtest (reported period " + list(study["periods"].values())[-1] + ")": [
             {"strategy": name, **{k: round(float(m[k]), 4) for k in BACKTEST_COLUMNS}}
             for name, m in study["metrics"].items()

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from sextant.runtime import disable_telemetry
+from tests.served_home import served_home
+
+__all__ = ["served_home"]  # a session fixture: one trained home for every test that asks
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -17,6 +17,7 @@ one crossing is one event however many bars it stays above.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,18 @@ from agents.monitoring.data_quality import (
     read_series_timestamps,
     series_gap,
 )
+from agents.monitoring.drift import (
+    CalibrationDecayConfig,
+    DecisionMixConfig,
+    FeatureDriftConfig,
+    PredictionDriftConfig,
+    calibration_decay,
+    decision_categories,
+    decision_mix_drift,
+    feature_drift,
+    load_drift_reference,
+    prediction_drift,
+)
 from agents.monitoring.findings import Finding
 from agents.monitoring.market import (
     FundingConfig,
@@ -52,8 +65,11 @@ from agents.monitoring.market import (
     price_gap,
     volume_spike,
 )
+from serving.champions import registry_client
 from serving.decisions_store import DecisionsStore
 from serving.market import MarketHistory, market_history, open_market
+from serving.metrics import DRIFT_FIGURES_KEY
+from serving.monitoring_inputs import feature_history, matured_outcomes
 from sextant.config import PositiveInt, SextantConfig
 from sextant.errors import ConfigError
 from sextant.settings import Settings
@@ -66,6 +82,8 @@ log = logging.getLogger(__name__)
 DRIFT_EVENT = "sextant.drift.detected"
 LAST_BAR_KEY = "monitor:last_bar"  # the newest bar open the monitor has evaluated
 GARCH_FITS_KEY = "monitor:garch_fits"  # fallback GARCH fits, per symbol, reused across runs
+DRIFT_ALARMS_KEY = "monitor:drift_alarms"  # which model drift alarms are raised now
+MODEL_DRIFT_KINDS = ("feature_drift", "prediction_drift", "calibration_decay")
 
 Emit = Callable[[str, Mapping[str, Any]], None]  # (event name, payload)
 
@@ -83,6 +101,11 @@ class MonitorConfig(SextantConfig):
     quarantine: QuarantineConfig = QuarantineConfig()
     series_gap: SeriesGapConfig = SeriesGapConfig()
     empty_ingest: EmptyIngestConfig = EmptyIngestConfig()
+    feature_drift: FeatureDriftConfig = FeatureDriftConfig()
+    prediction_drift: PredictionDriftConfig = PredictionDriftConfig()
+    calibration_decay: CalibrationDecayConfig = CalibrationDecayConfig()
+    decision_mix: DecisionMixConfig = DecisionMixConfig()
+    drift_families: tuple[str, ...] = ("xgb", "lstm")  # direction champions with references
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,7 @@ class MonitorReport:
     stored: int  # of which new
     events: tuple[Mapping[str, Any], ...] = ()
     garch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    drift_families: tuple[str, ...] = ()  # champions judged against their drift reference
 
     def by_kind(self) -> dict[str, int]:
         """Findings per kind."""
@@ -115,6 +139,7 @@ class MonitorReport:
             "by_kind": self.by_kind(),
             "events": [dict(e) for e in self.events],
             "garch": {s: dict(v) for s, v in self.garch.items()},
+            "drift_families": list(self.drift_families),
         }
 
 
@@ -125,8 +150,10 @@ def run_monitor(
     since: datetime | None = None,
     now: datetime | None = None,
     config: MonitorConfig | None = None,
+    emit: Emit | None = None,
 ) -> MonitorReport:
-    """Run every detector over the bars from ``since`` and store what they find (idempotent)."""
+    """Run every detector over the bars from ``since`` and store what they find (idempotent);
+    ``emit`` receives one ``DRIFT_EVENT`` per model drift alarm that rose."""
     cfg = config or MonitorConfig()
     chosen = tuple(symbols or settings.symbols)
     moment = _aware(now or datetime.now(UTC), "now")
@@ -136,6 +163,7 @@ def run_monitor(
         findings: list[Finding] = []
         fits = dict(store.monitor_state(GARCH_FITS_KEY) or {})
         garch_used: dict[str, dict[str, Any]] = {}
+        histories: dict[str, MarketHistory] = {}
         watched: list[tuple[str, str]] = []  # candle series missing_bar covers
         first: datetime | None = None  # the earliest bar evaluated
         newest: datetime | None = None
@@ -151,6 +179,7 @@ def run_monitor(
                     log.warning("no %s candles stored: nothing to monitor", symbol)
                     continue
                 watched.append((history.source, symbol))
+                histories[symbol] = history
                 warmed = _first_run_start(history, cfg)
                 evaluated = start or warmed
                 first = evaluated if first is None else min(first, evaluated)
@@ -161,19 +190,33 @@ def run_monitor(
                 last = history.candles["event_ts"].iloc[-1].to_pydatetime()
                 newest = last if newest is None else max(newest, last)
             findings += _data_findings(market, watched, start, cfg)
+        drift, figures, judged = _drift_findings(settings, store, histories, first, cfg)
+        findings += drift
+        alarms, events = _drift_edges(store, drift, histories, first, settings)
         detected = moment.isoformat()
         records = [{**f.as_record(), "detected_at": detected} for f in findings]
-        state: dict[str, Any] = {GARCH_FITS_KEY: fits}
+        # the figures of the latest run's drift alarms (none: the gauges empty out)
+        state: dict[str, Any] = {
+            GARCH_FITS_KEY: fits,
+            DRIFT_ALARMS_KEY: alarms,
+            DRIFT_FIGURES_KEY: figures,
+        }
         if newest is not None:
             state[LAST_BAR_KEY] = newest.isoformat()
         stored = store.record_anomalies(records, state=state)
+    # after the commit: an event is sent for an alarm whose state is stored as raised
+    for event in events:
+        if emit is not None:
+            emit(DRIFT_EVENT, event)
     report = MonitorReport(
         since=first,
         until=newest,
         symbols=chosen,
         findings=tuple(findings),
         stored=stored,
+        events=tuple(events),
         garch=garch_used,
+        drift_families=judged,
     )
     log.info("monitor: %s", json.dumps(report.to_json()["by_kind"]))
     return report
@@ -231,6 +274,124 @@ def _data_findings(
             stored, dataset=dataset, config=cfg.series_gap, since=since, watched=watched
         )
     return found
+
+
+def _drift_findings(
+    settings: Settings,
+    store: DecisionsStore,
+    histories: Mapping[str, MarketHistory],
+    since: datetime | None,
+    cfg: MonitorConfig,
+) -> tuple[list[Finding], dict[str, dict[str, float | None]], tuple[str, ...]]:
+    """Model drift of each direction champion that has a reference, and the account's decision
+    mix; the latest figure per family and statistic for the service's gauges. A finding's kind
+    names its family (``feature_drift_xgb``): both families judge the same symbol and bar."""
+    if since is None:
+        return [], {}, ()
+    bar = timeframe_to_timedelta(settings.timeframe)
+    lookback = since - max(cfg.feature_drift.window_bars, cfg.calibration_decay.window) * bar * 2
+    records = store.latest(
+        1_000_000,
+        account=settings.paper_account,
+        start=lookback - cfg.decision_mix.reference_hours * timedelta(hours=1),
+    )
+    findings: list[Finding] = []
+    figures: dict[str, dict[str, float | None]] = {}
+    judged: list[str] = []
+    client = registry_client(settings)
+    for family in cfg.drift_families:
+        reference = load_drift_reference(client, family)
+        if reference is None:  # no champion, or one registered before references
+            continue
+        judged.append(family)
+        symbols = [s for s in histories if s in reference.symbols]
+        found: list[Finding] = []
+        features = feature_history(settings, symbols, lookback)
+        if not features.empty:
+            found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
+        predictions = pd.DataFrame(
+            [
+                {"symbol": r["symbol"], "ts": r["ts"], "p_up": r["models"][f"p_{family}"]}
+                for r in records
+                if r["symbol"] in symbols
+            ],
+            columns=["symbol", "ts", "p_up"],
+        ).astype({"p_up": float})
+        if not predictions.empty:
+            predictions["ts"] = pd.to_datetime(predictions["ts"], utc=True)
+            found += prediction_drift(
+                predictions, reference, config=cfg.prediction_drift, since=since
+            )
+            outcomes = pd.concat(
+                [
+                    matured_outcomes(
+                        histories[s].candles, s, settings.timeframe, reference.label_horizon
+                    )
+                    for s in symbols
+                ],
+                ignore_index=True,
+            )
+            found += calibration_decay(
+                predictions, outcomes, reference, config=cfg.calibration_decay, since=since
+            )
+        for finding in found:
+            figures.setdefault(family, {})[finding.statistic] = finding.value
+        findings += [dataclasses.replace(f, kind=f"{f.kind}_{family}") for f in found]
+    if records:
+        mix = decision_categories(records)
+        findings += decision_mix_drift(mix, config=cfg.decision_mix, since=since)
+    return findings, figures, tuple(judged)
+
+
+def _drift_edges(
+    store: DecisionsStore,
+    drift: Sequence[Finding],
+    histories: Mapping[str, MarketHistory],
+    since: datetime | None,
+    settings: Settings,
+) -> tuple[dict[str, bool], list[dict[str, Any]]]:
+    """Walk the evaluated bar closes in order: an alarm (kind, family) is raised at a bar with a
+    finding of it and lowered at one without; each rise from lowered is one event."""
+    raised: dict[str, bool] = dict(store.monitor_state(DRIFT_ALARMS_KEY) or {})
+    if since is None:
+        return raised, []
+    bar = timeframe_to_timedelta(settings.timeframe)
+    closes = sorted(
+        {
+            t.to_pydatetime() + bar
+            for h in histories.values()
+            for t in h.candles["event_ts"]
+            if t.to_pydatetime() + bar >= since
+        }
+    )
+    by_alarm: dict[str, dict[datetime, list[Finding]]] = {}
+    for finding in drift:
+        family = finding.evidence.get("family")
+        base = finding.kind.removesuffix(f"_{family}")
+        if family is None or base not in MODEL_DRIFT_KINDS:
+            continue
+        by_alarm.setdefault(finding.kind, {}).setdefault(finding.bar_ts, []).append(finding)
+    events: list[dict[str, Any]] = []
+    for alarm in sorted(set(by_alarm) | set(raised)):
+        hits = by_alarm.get(alarm, {})
+        for close in closes:
+            now_raised = close in hits
+            if now_raised and not raised.get(alarm, False):
+                first = hits[close][0]
+                events.append(
+                    {
+                        "alarm": alarm,
+                        "family": first.evidence.get("family"),
+                        "bar": close.isoformat(),
+                        "symbols": sorted({f.symbol or "" for f in hits[close]}),
+                        "statistic": first.statistic,
+                        "value": first.value,
+                        "threshold": first.threshold,
+                        "anomaly_ids": [f.id for f in hits[close]],
+                    }
+                )
+            raised[alarm] = now_raised
+    return raised, events
 
 
 def _garch_reference(

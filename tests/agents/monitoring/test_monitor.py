@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
+from agents.monitoring.findings import Category, Finding, Severity
 from agents.monitoring.monitor import LAST_BAR_KEY, run_monitor
 from serving.decisions_store import DecisionsStore
 from sextant.settings import Settings, load_settings
@@ -101,3 +103,55 @@ def test_a_later_run_evaluates_only_the_bars_after_the_last_one(home: Settings) 
 
     assert later.since == last + timedelta(hours=1) and later.stored == 0
     assert all(f.bar_ts >= later.since for f in later.findings if f.kind != "missing_bar")
+
+
+def drift_finding(kind: str, at: datetime, symbol: str = BTC) -> Finding:
+    return Finding(
+        kind=f"{kind}_xgb",
+        category=Category.MODEL,
+        symbol=symbol,
+        bar_ts=at,
+        severity=Severity.WARNING,
+        statistic="psi",
+        value=0.4,
+        threshold=0.25,
+        detail="planted",
+        evidence={"family": "xgb"},
+    )
+
+
+def test_a_drift_alarm_is_one_event_per_crossing_across_runs(tmp_path: Path) -> None:
+    from agents.monitoring.monitor import DRIFT_ALARMS_KEY, _drift_edges
+    from serving.market import MarketHistory
+
+    settings = load_settings(home=tmp_path)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    opens = pd.date_range(start, periods=12, freq="h", tz="UTC")
+    history = MarketHistory(BTC, "s", pd.DataFrame({"event_ts": opens}), pd.DataFrame())
+    close = [t.to_pydatetime() + timedelta(hours=1) for t in opens]
+    # above the line at bars 2-4 and 7-8 (two crossings), the other kind never
+    above = [drift_finding("prediction_drift", close[i]) for i in (2, 3, 4, 7, 8)]
+
+    with DecisionsStore.open(settings.paths.decisions_db) as store:
+        first_half = [f for f in above if f.bar_ts <= close[5]]
+        alarms, events = _drift_edges(
+            store,
+            first_half,
+            {BTC: MarketHistory(BTC, "s", history.candles.iloc[:6], pd.DataFrame())},
+            close[0],
+            settings,
+        )
+        store.record_anomalies([], state={DRIFT_ALARMS_KEY: alarms})
+        later, more = _drift_edges(
+            store,
+            [f for f in above if f.bar_ts > close[5]],
+            {BTC: MarketHistory(BTC, "s", history.candles.iloc[6:], pd.DataFrame())},
+            close[6],
+            settings,
+        )
+
+    assert [e["bar"] for e in events] == [close[2].isoformat()]  # once, though above 3 bars
+    assert alarms == {"prediction_drift_xgb": False}  # back below at bar 5
+    assert [e["bar"] for e in more] == [close[7].isoformat()]  # the second crossing
+    assert later == {"prediction_drift_xgb": False}
+    assert events[0]["value"] == 0.4 and events[0]["anomaly_ids"] == [above[0].id]
