@@ -7,7 +7,7 @@ import sys
 
 # suite name -> module with `run() -> list[Figure]`; imported lazily so one broken suite
 # cannot hide the others' figures
-SUITES = ("ingest", "ta", "features", "online", "backtest", "models", "serving")
+SUITES = ("ingest", "ta", "features", "online", "backtest", "models", "serving", "monitoring")
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "MarketHistory",
     "closed_bars",
     "latest_closes",
+    "market_histories",
     "market_history",
     "open_market",
 ]
@@ -149,6 +150,46 @@ def market_history(
     for frame in (candles, funding):
         frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)
     return MarketHistory(symbol, source, candles, funding)
+
+
+def market_histories(
+    store: MarketStore, settings: Settings, symbols: Sequence[str], *, start: datetime | None = None
+) -> dict[str, MarketHistory]:
+    """`market_history` of many symbols in three queries (sources, candles, funding); a symbol
+    without candles is left out."""
+    sources = candle_sources(store, settings, symbols)
+    names = [s for s in symbols if s in sources]
+    if not names:
+        return {}
+    since = start or datetime(1970, 1, 1, tzinfo=UTC)
+    match = " OR ".join("(symbol = ? AND source = ?)" for _ in names)
+    candles = store.query(
+        "SELECT symbol, event_ts, open, high, low, close, volume FROM candles WHERE timeframe = ? "
+        f"AND event_ts >= ? AND ({match}) ORDER BY symbol, event_ts",
+        [settings.timeframe, since, *[x for s in names for x in (s, sources[s])]],
+    )
+    perps = {perp_symbol(s): s for s in names}
+    funding = store.query(
+        "SELECT symbol, event_ts, any_value(funding_rate ORDER BY source) AS funding_rate "
+        f"FROM funding_rates WHERE symbol IN ({', '.join('?' * len(perps))}) AND event_ts >= ? "
+        "GROUP BY symbol, event_ts ORDER BY symbol, event_ts",
+        [*perps, since],
+    )
+    for frame in (candles, funding):
+        frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)
+    by_candles = {str(k): g for k, g in candles.groupby("symbol", sort=False)}
+    by_funding = {perps[str(k)]: g for k, g in funding.groupby("symbol", sort=False)}
+    empty = funding.iloc[0:0]
+    return {
+        s: MarketHistory(
+            s,
+            sources[s],
+            by_candles[s].drop(columns="symbol").reset_index(drop=True),
+            by_funding.get(s, empty).drop(columns="symbol").reset_index(drop=True),
+        )
+        for s in names
+        if s in by_candles
+    }
 
 
 def latest_closes(settings: Settings, symbols: Sequence[str], moment: datetime) -> dict[str, float]:

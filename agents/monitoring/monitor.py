@@ -65,12 +65,14 @@ from agents.monitoring.market import (
     price_gap,
     volume_spike,
 )
+from models.drift_reference import DriftReference
 from serving.champions import registry_client
 from serving.decisions_store import DecisionsStore
-from serving.market import MarketHistory, market_history, open_market
+from serving.market import MarketHistory, market_histories, open_market
 from serving.metrics import DRIFT_FIGURES_KEY
 from serving.monitoring_inputs import feature_history, matured_outcomes
 from sextant.config import PositiveInt, SextantConfig
+from sextant.contracts import CHAMPION, REGISTERED_MODELS
 from sextant.errors import ConfigError
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
@@ -83,6 +85,9 @@ DRIFT_EVENT = "sextant.drift.detected"
 LAST_BAR_KEY = "monitor:last_bar"  # the newest bar open the monitor has evaluated
 GARCH_FITS_KEY = "monitor:garch_fits"  # fallback GARCH fits, per symbol, reused across runs
 DRIFT_ALARMS_KEY = "monitor:drift_alarms"  # which model drift alarms are raised now
+LAST_RUN_KEY = "monitor:last_run"  # when the monitor last ran: newer ingest runs are judged
+INGEST_LOOKBACK = timedelta(days=30)  # the trailing ingest runs a new run is compared with
+_REFERENCES: dict[tuple[str, str, str], DriftReference] = {}  # (registry, family, version)
 MODEL_DRIFT_KINDS = ("feature_drift", "prediction_drift", "calibration_decay")
 
 Emit = Callable[[str, Mapping[str, Any]], None]  # (event name, payload)
@@ -168,14 +173,15 @@ def run_monitor(
         first: datetime | None = None  # the earliest bar evaluated
         newest: datetime | None = None
         with open_market(settings) as market:
+            read = market_histories(
+                market,
+                settings,
+                chosen,
+                start=None if start is None else start - cfg.history_bars * bar,
+            )
             for symbol in chosen:
-                history = market_history(
-                    market,
-                    settings,
-                    symbol,
-                    start=None if start is None else start - cfg.history_bars * bar,
-                )
-                if history.candles.empty:
+                history = read.get(symbol)
+                if history is None or history.candles.empty:
                     log.warning("no %s candles stored: nothing to monitor", symbol)
                     continue
                 watched.append((history.source, symbol))
@@ -189,7 +195,15 @@ def run_monitor(
                 findings += _market_findings(history, reference, evaluated, moment, settings, cfg)
                 last = history.candles["event_ts"].iloc[-1].to_pydatetime()
                 newest = last if newest is None else max(newest, last)
-            findings += _data_findings(market, watched, start, cfg)
+            last_run = store.monitor_state(LAST_RUN_KEY)
+            findings += _data_findings(
+                market,
+                watched,
+                start,
+                None if last_run is None else datetime.fromisoformat(last_run),
+                None if start is None else start - cfg.history_bars * bar,
+                cfg,
+            )
         drift, figures, judged = _drift_findings(settings, store, histories, first, cfg)
         findings += drift
         alarms, events = _drift_edges(store, drift, histories, first, settings)
@@ -201,6 +215,7 @@ def run_monitor(
             DRIFT_ALARMS_KEY: alarms,
             DRIFT_FIGURES_KEY: figures,
         }
+        state[LAST_RUN_KEY] = moment.isoformat()
         if newest is not None:
             state[LAST_BAR_KEY] = newest.isoformat()
         stored = store.record_anomalies(records, state=state)
@@ -258,18 +273,24 @@ def _data_findings(
     market: Any,
     watched: Sequence[tuple[str, str]],
     since: datetime | None,
+    runs_since: datetime | None,
+    history_start: datetime | None,
     cfg: MonitorConfig,
 ) -> list[Finding]:
-    log_frame = read_ingest_log(market, since=since)
-    reasons = read_quarantine_reasons(market, since=since)
+    """The ingest runs logged since the monitor's last run (judged against the trailing runs of
+    ``INGEST_LOOKBACK``), and the holes closed from ``since`` in the series read from
+    ``history_start``."""
+    log_start = None if runs_since is None else runs_since - INGEST_LOOKBACK
+    log_frame = read_ingest_log(market, since=log_start)
+    reasons = read_quarantine_reasons(market, since=runs_since)
     found = quarantine_spike(
-        log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=since
+        log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=runs_since
     )
-    found += empty_ingest(log_frame, config=cfg.empty_ingest, since=since)
+    found += empty_ingest(log_frame, config=cfg.empty_ingest, since=runs_since)
     # holes of the candles the models read are `missing_bar`'s (market side); the data side
     # reports every other stored series' holes
     for dataset in ("candles", "funding", "fear_greed"):
-        stored = read_series_timestamps(market, dataset, start=None)
+        stored = read_series_timestamps(market, dataset, start=history_start)
         found += series_gap(
             stored, dataset=dataset, config=cfg.series_gap, since=since, watched=watched
         )
@@ -299,14 +320,17 @@ def _drift_findings(
     figures: dict[str, dict[str, float | None]] = {}
     judged: list[str] = []
     client = registry_client(settings)
+    history: pd.DataFrame | None = None
     for family in cfg.drift_families:
-        reference = load_drift_reference(client, family)
+        reference = _drift_reference(settings, client, family)
         if reference is None:  # no champion, or one registered before references
             continue
         judged.append(family)
         symbols = [s for s in histories if s in reference.symbols]
         found: list[Finding] = []
-        features = feature_history(settings, symbols, lookback)
+        if history is None:  # one read serves both families: the feature tables hold both
+            history = feature_history(settings, list(histories), lookback)
+        features = history[history["symbol"].isin(symbols)]
         if not features.empty:
             found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
         predictions = pd.DataFrame(
@@ -341,6 +365,24 @@ def _drift_findings(
         mix = decision_categories(records)
         findings += decision_mix_drift(mix, config=cfg.decision_mix, since=since)
     return findings, figures, tuple(judged)
+
+
+def _drift_reference(settings: Settings, client: Any, family: str) -> DriftReference | None:
+    """The champion's drift reference, read from MLflow once per version (a version's artifact
+    never changes; a moved alias is a new key)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_model_version_by_alias(REGISTERED_MODELS[family], CHAMPION)
+    except MlflowException:  # no such model or alias
+        return None
+    key = (settings.registry_uri, family, str(found.version))
+    if key not in _REFERENCES:
+        reference = load_drift_reference(client, family, version=str(found.version))
+        if reference is None:
+            return None
+        _REFERENCES[key] = reference
+    return _REFERENCES[key]
 
 
 def _drift_edges(
