@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from features.build import choose_candle_source
 from features.compute import perp_symbol
 from features.ingest.store import MarketStore
 from sextant.execution import Candle
@@ -32,7 +31,6 @@ __all__ = [
     "closed_bars",
     "latest_closes",
     "market_histories",
-    "market_history",
     "open_market",
 ]
 
@@ -131,32 +129,12 @@ def open_market(settings: Settings) -> MarketStore:
     return MarketStore(settings.paths.market_db, read_only=True)
 
 
-def market_history(
-    store: MarketStore, settings: Settings, symbol: str, *, start: datetime | None = None
-) -> MarketHistory:
-    """``symbol``'s candles and funding from ``start`` (everything stored when None)."""
-    source = choose_candle_source(store, symbol, settings.timeframe, settings.candle_source)
-    candles = store.query(
-        "SELECT event_ts, open, high, low, close, volume FROM candles WHERE source = ? AND "
-        "symbol = ? AND timeframe = ? AND event_ts >= ? ORDER BY event_ts",
-        [source, symbol, settings.timeframe, start or datetime(1970, 1, 1, tzinfo=UTC)],
-    )
-    funding = store.query(
-        "SELECT event_ts, any_value(funding_rate ORDER BY source) AS funding_rate "
-        "FROM funding_rates WHERE symbol = ? AND event_ts >= ? GROUP BY event_ts "
-        "ORDER BY event_ts",
-        [perp_symbol(symbol), start or datetime(1970, 1, 1, tzinfo=UTC)],
-    )
-    for frame in (candles, funding):
-        frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)
-    return MarketHistory(symbol, source, candles, funding)
-
-
 def market_histories(
     store: MarketStore, settings: Settings, symbols: Sequence[str], *, start: datetime | None = None
 ) -> dict[str, MarketHistory]:
-    """`market_history` of many symbols in three queries (sources, candles, funding); a symbol
-    without candles is left out."""
+    """Each symbol's candles (of the features' source) and funding from ``start`` (everything
+    stored when None), in three queries (sources, candles, funding); a symbol without candles
+    is left out."""
     sources = candle_sources(store, settings, symbols)
     names = [s for s in symbols if s in sources]
     if not names:
