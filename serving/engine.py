@@ -1,8 +1,9 @@
 """The decision engine: online features → ONNX champions → ``sextant.decision.decide`` → the log.
 
-Per request (one bar, any number of symbols): one Feast online read returns every service's
-vector; each champion runs once over all symbols (onnxruntime, no torch or xgboost); each symbol
-is decided by the same ``decide`` the backtest replays, its approved target submitted to the
+Per request (one bar, any number of symbols): one online read (each service's packed Feast view,
+all symbols at once) returns every service's vector; each champion runs once over all symbols
+(onnxruntime, no torch or xgboost); each symbol is decided by the same ``decide`` the backtest
+replays, its approved target submitted to the
 account's paper book (`sextant.execution.PaperBroker`); the bar's decisions are written with the
 book, its equity marks and the risk gate's state in one transaction of the decisions store.
 

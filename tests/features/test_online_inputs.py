@@ -97,22 +97,27 @@ def test_each_built_vector_table_records_its_layout(store: FeastStore) -> None:
 def test_one_online_read_gives_each_service_the_training_rows_of_the_latest_bar(
     store: FeastStore, training: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Arrange: count Feast's online reads
+    # Arrange: count the online store's reads (Feast's provider interface)
     reads: list[Any] = []
-    feast_read: Callable[..., Any] = store.store.get_online_features
+    provider = store.store.provider
+    feast_read: Callable[..., Any] = provider.online_read
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        reads.append(kwargs.get("features"))
+        reads.append((kwargs["table"].name, len(kwargs["entity_keys"])))
         return feast_read(*args, **kwargs)
 
-    monkeypatch.setattr(store.store, "get_online_features", counted)
+    monkeypatch.setattr(provider, "online_read", counted)
 
     # Act
     online = store.online_read(SYMBOLS)
 
-    # Assert: one read; per service and symbol, the window is the last `window` training rows,
-    # exactly (NaN where training has NaN), as of the latest bar close
-    assert len(reads) == 1 and online.keys() == set(ONLINE_SERVICES)
+    # Assert: one call per service's packed view, for every symbol at once; per service and
+    # symbol, the window is the last `window` training rows, exactly (NaN where training has
+    # NaN), as of the latest bar close
+    assert sorted(reads) == sorted(
+        (SERVICE_VECTOR_VIEWS[service], len(SYMBOLS)) for service in ONLINE_SERVICES
+    )
+    assert online.keys() == set(ONLINE_SERVICES)
     for service, vectors in online.items():
         layout = vector_layout(service)
         frame = training[service]
