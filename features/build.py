@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "ViewBuild",
     "build_features",
     "choose_candle_source",
+    "choose_candle_sources",
     "load_alt_data",
     "view_path",
 ]
@@ -79,26 +81,46 @@ def view_path(features_dir: Path, view: str) -> Path:
     return features_dir / f"{view}.parquet"
 
 
+def choose_candle_sources(
+    store: MarketStore, symbols: Sequence[str], timeframe: str, preferred: str
+) -> dict[str, str]:
+    """Per symbol, the stored candle source to build from, in one query: ``preferred``, or with
+    "auto" the freshest, then the longest; a symbol without such candles is left out."""
+    if not symbols:
+        return {}
+    rows = store.query(
+        "SELECT symbol, source, max(event_ts) AS last, count(*) AS n FROM candles "
+        f"WHERE symbol IN ({', '.join('?' * len(symbols))}) AND timeframe = ? "
+        "GROUP BY symbol, source ORDER BY symbol, last DESC, n DESC, source",
+        [*symbols, timeframe],
+    )
+    chosen: dict[str, str] = {}
+    for symbol, source in zip(rows["symbol"], rows["source"], strict=True):
+        if preferred == "auto":
+            chosen.setdefault(str(symbol), str(source))
+        elif source == preferred:
+            chosen[str(symbol)] = str(source)
+    return chosen
+
+
 def choose_candle_source(store: MarketStore, symbol: str, timeframe: str, preferred: str) -> str:
     """The stored candle source to build from: ``preferred``, or with "auto" the freshest, then longest."""
-    rows = store.query(
-        "SELECT source, max(event_ts) AS last, count(*) AS n FROM candles "
-        "WHERE symbol = ? AND timeframe = ? GROUP BY source ORDER BY last DESC, n DESC, source",
+    chosen = choose_candle_sources(store, [symbol], timeframe, preferred)
+    if symbol in chosen:
+        return chosen[symbol]
+    stored = store.query(
+        "SELECT DISTINCT source FROM candles WHERE symbol = ? AND timeframe = ?",
         [symbol, timeframe],
     )
-    if rows.empty:
+    if stored.empty:
         raise DataValidationError(
             f"no {timeframe} candles stored for {symbol}: run `sextant ingest` first",
             field="symbol",
         )
-    if preferred == "auto":
-        return str(rows["source"].iloc[0])
-    if preferred not in set(rows["source"]):
-        raise DataValidationError(
-            f"no {timeframe} candles of source {preferred!r} for {symbol} (stored: {sorted(rows['source'])})",
-            field="candle_source",
-        )
-    return preferred
+    raise DataValidationError(
+        f"no {timeframe} candles of source {preferred!r} for {symbol} (stored: {sorted(stored['source'])})",
+        field="candle_source",
+    )
 
 
 def load_alt_data(store: MarketStore, symbol: str) -> AltData:

@@ -49,7 +49,7 @@ from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
 from features.online import sequence_input
 from serving.champions import Champion, champion_versions, check_registry, load_champions
-from serving.decisions_store import BookMark, DecisionsStore, decision_id
+from serving.decisions_store import AccountState, BookMark, DecisionsStore, decision_id
 from serving.garch_window import windowed_feeds
 from serving.market import ClosedBar, closed_bars, latest_closes
 from sextant.contracts import DECISION_FEATURES, DECISION_SERVICE, FEATURE_SERVICES
@@ -307,15 +307,8 @@ class DecisionEngine:
         account = account or self.account
         inputs = self._inputs(self._chosen(symbols), now)
         with self._lock:
-            state = self.store.account_state(account)
-            if state is not None and state.portfolio is not None:
-                broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
-                portfolio = broker.portfolio()
-            else:
-                portfolio = self._fresh_portfolio()
-            gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(
-                self.config.risk
-            )
+            broker, gate = self.account_state(account)
+            portfolio = self._fresh_portfolio() if broker is None else broker.portfolio()
         positions = dict(portfolio.positions)
         decisions = []
         for i, symbol in enumerate(inputs.symbols):
@@ -333,8 +326,12 @@ class DecisionEngine:
         broker = None
         if state is not None and state.portfolio is not None:
             broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
-        gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
-        return broker, gate
+        return broker, self._gate(state)
+
+    def _gate(self, state: AccountState | None) -> RiskGate:
+        """The stored gate resumed under this engine's limits, else a fresh one."""
+        stored = None if state is None else state.risk_gate(self.config.risk)
+        return stored or RiskGate(self.config.risk)
 
     def set_gate(self, change: Callable[[RiskGate], None], account: str | None = None) -> RiskGate:
         """Apply an operator's ``change`` (kill switch, reset) to the account's stored gate and
@@ -343,9 +340,7 @@ class DecisionEngine:
         with self._lock:
             self._books.pop(account, None)
             state = self.store.account_state(account)
-            gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(
-                self.config.risk
-            )
+            gate = self._gate(state)
             change(gate)
             as_of = state.as_of if state is not None else self._bar_close(None)
             self.store.record(
@@ -496,7 +491,7 @@ class DecisionEngine:
             broker = PaperBroker(self.settings.symbols, self.settings.timeframe, self.execution)
         else:
             broker = PaperBroker.from_snapshot(state.portfolio, self.execution)
-        gate = (state.risk_gate(self.config.risk) if state else None) or RiskGate(self.config.risk)
+        gate = self._gate(state)
         book = _Book(None if state is None else state.version, broker, gate)
         self._books.pop(account, None)
         if len(self._books) >= MAX_CACHED_BOOKS:  # least recently loaded first

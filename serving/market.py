@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from features.build import choose_candle_sources
 from features.compute import perp_symbol
 from features.ingest.store import MarketStore
 from sextant.execution import Candle
@@ -93,24 +94,8 @@ def closed_bars(
 def candle_sources(
     store: MarketStore, settings: Settings, symbols: Sequence[str]
 ) -> dict[str, str]:
-    """Per symbol, the candle source the features are built from (one query for all; the rule
-    of `features.build.choose_candle_source`: the preferred one, or with "auto" the freshest,
-    then the longest); a symbol without candles is left out."""
-    if not symbols:
-        return {}
-    rows = store.query(
-        "SELECT symbol, source, max(event_ts) AS last, count(*) AS n FROM candles "
-        f"WHERE symbol IN ({', '.join('?' * len(symbols))}) AND timeframe = ? "
-        "GROUP BY symbol, source ORDER BY symbol, last DESC, n DESC, source",
-        [*symbols, settings.timeframe],
-    )
-    chosen: dict[str, str] = {}
-    for symbol, source in zip(rows["symbol"], rows["source"], strict=True):
-        if settings.candle_source == "auto":
-            chosen.setdefault(str(symbol), str(source))
-        elif source == settings.candle_source:
-            chosen[str(symbol)] = str(source)
-    return chosen
+    """Per symbol, the candle source the features are built from (one query for all)."""
+    return choose_candle_sources(store, symbols, settings.timeframe, settings.candle_source)
 
 
 @dataclass(frozen=True, slots=True)
