@@ -17,6 +17,14 @@ a BTC window is compared with BTC's training rows):
 * **calibration**: Brier score and log loss of those reported-span predictions, with the
   per-row standard deviation of each loss (what a decay test needs to size its noise).
 
+* **window PSI**: for each input, the PSI of the training rows' own contiguous windows of
+  ``window_rows`` rows (one every ``window_stride`` rows) against the whole, at the quantile
+  ``window_quantile``: how different an ordinary training week already is from the year. Slow
+  regime features (Fear & Greed, funding, weekly volatility) sit in a narrow part of their range
+  for a week at a time, so a week of them is far from the year by any test; the monitor judges a
+  live window's PSI against this line (`agents.monitoring.drift.feature_drift`), so "drift"
+  means "more unlike training than training weeks were", not "a week is not a year".
+
 The KS sample is deterministic: the finite values' quantiles at the midpoints ``(i + 0.5) / m``,
 a sample of ``m`` values whose empirical CDF is within ``1 / (2m)`` of the training rows' (a
 random draw of the same size is off by about ``1 / sqrt(m)``); so ``m = 100`` keeps the file
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DRIFT_REFERENCE_FILE",
     "OUTPUT_SPAN",
+    "PSI_FLOOR",
     "SCHEMA_VERSION",
     "CalibrationReference",
     "Distribution",
@@ -50,10 +59,12 @@ __all__ = [
     "DriftReferenceConfig",
     "build_drift_reference",
     "log_drift_reference",
+    "population_stability_index",
 ]
 
 DRIFT_REFERENCE_FILE = "drift_reference.json"  # artifact path inside the model's run
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: window PSI lines (`Distribution.window_psi`, `window_rows`)
+READABLE_SCHEMAS = (1, 2)  # a version-1 reference has no window lines: the fixed line applies
 OUTPUT_SPAN = REPORTED  # the out-of-fold span the output and calibration references come from
 _DIGITS = 6  # significant digits kept in the JSON (bin edges, shares, sample values)
 
@@ -67,6 +78,10 @@ class DriftReferenceConfig(SextantConfig):
     sample_size: PositiveInt = 100
     # the support is [q(tail), q(1 - tail)] of the finite values
     tail: Annotated[float, interval(0.0, 0.5, hi_open=True)] = 0.005
+    # the window PSI line: windows of the monitor's length (`FeatureDriftConfig.window_bars`)
+    window_rows: PositiveInt = 168
+    window_stride: PositiveInt = 24
+    window_quantile: Annotated[float, interval(0.5, 1.0)] = 1.0
 
 
 def _round(value: float) -> float:
@@ -99,6 +114,9 @@ class Distribution:
     mean: float | None
     sd: float | None
     n: int  # rows summarised (NaN included)
+    # PSI of the training rows' own windows at the reference's window quantile (None: not built,
+    # or fewer rows than one window)
+    window_psi: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.proportions) != len(self.edges) + 2:
@@ -113,8 +131,11 @@ class Distribution:
             )
 
     @classmethod
-    def of(cls, values: npt.ArrayLike, config: DriftReferenceConfig) -> Distribution:
-        """Summarise ``values`` (NaN allowed, infinities refused)."""
+    def of(
+        cls, values: npt.ArrayLike, config: DriftReferenceConfig, *, windows: bool = False
+    ) -> Distribution:
+        """Summarise ``values`` (NaN allowed, infinities refused); ``windows``: in time order,
+        with the window PSI line."""
         array = np.asarray(values, dtype=np.float64).ravel()
         if np.isinf(array).any():
             raise DataValidationError("drift reference: infinite values", field="values")
@@ -133,16 +154,19 @@ class Distribution:
         sample_at = (np.arange(config.sample_size) + 0.5) / config.sample_size
         sample = tuple(_f32(v) for v in np.quantile(finite, sample_at))
         lower, upper = np.quantile(finite, [config.tail, 1.0 - config.tail])
-        shares = _shares(_bin_index(edges, array), len(edges))
+        index = _bin_index(edges, array)
+        shares = _shares(index, len(edges))
+        rounded = tuple(_round(v) for v in shares)
         return cls(
             edges,
-            tuple(_round(v) for v in shares),
+            rounded,
             sample,
             _f32(lower),
             _f32(upper),
             _round(float(np.mean(finite))),
             _round(float(np.std(finite))),
             len(array),
+            _window_psi(index, rounded, len(edges), config) if windows else None,
         )
 
     def bin_index(self, values: npt.ArrayLike) -> npt.NDArray[np.intp]:
@@ -167,6 +191,7 @@ class Distribution:
             "mean": self.mean,
             "sd": self.sd,
             "n": self.n,
+            "window_psi": self.window_psi,
         }
 
     @classmethod
@@ -181,9 +206,50 @@ class Distribution:
                 mean=_optional(value["mean"]),
                 sd=_optional(value["sd"]),
                 n=int(value["n"]),
+                window_psi=_optional(value.get("window_psi")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataValidationError(f"drift reference {where}: {exc!r}", field=where) from None
+
+
+PSI_FLOOR = 1e-4  # an empty bin counts as this share, so PSI stays finite
+
+
+def population_stability_index(live: npt.ArrayLike, reference: npt.ArrayLike) -> float:
+    """PSI = sum (live - ref) * ln(live / ref) over bins of two share vectors (each sums to 1).
+
+    Empty bins are floored at ``PSI_FLOOR``. 0 for identical shares; 0.1 is a small shift, 0.25
+    a large one by the usual reading; for ``n`` rows drawn from the reference, ``n * PSI`` is
+    roughly chi-square with (bins - 1) degrees of freedom.
+    """
+    a = np.maximum(np.asarray(live, dtype=np.float64), PSI_FLOOR)
+    b = np.maximum(np.asarray(reference, dtype=np.float64), PSI_FLOOR)
+    if a.shape != b.shape:
+        raise DataValidationError(f"PSI over {a.shape} and {b.shape} bins", field="bins")
+    return float(np.sum((a - b) * np.log(a / b)))
+
+
+def _window_psi(
+    index: npt.NDArray[np.intp],
+    proportions: Sequence[float],
+    n_edges: int,
+    config: DriftReferenceConfig,
+) -> float | None:
+    """The ``window_quantile`` of the PSI of every ``window_rows``-row window (stride
+    ``window_stride``) of the binned values against ``proportions``: counts of all windows at
+    once from cumulative per-bin counts."""
+    n = len(index)
+    if n < config.window_rows:
+        return None
+    one_hot = np.zeros((n + 1, n_edges + 2), dtype=np.int64)
+    one_hot[np.arange(1, n + 1), index] = 1
+    cumulative = np.cumsum(one_hot, axis=0)
+    starts = np.arange(0, n - config.window_rows + 1, config.window_stride)
+    counts = cumulative[starts + config.window_rows] - cumulative[starts]
+    live = np.maximum(counts / config.window_rows, PSI_FLOOR)
+    reference = np.maximum(np.asarray(proportions, dtype=np.float64), PSI_FLOOR)
+    psi = np.sum((live - reference) * np.log(live / reference), axis=1)
+    return _round(float(np.quantile(psi, config.window_quantile)))
 
 
 def _bin_index(edges: Sequence[float], values: FloatArray) -> npt.NDArray[np.intp]:
@@ -298,6 +364,7 @@ class DriftReference:
     inputs: Mapping[str, Mapping[str, Distribution]]  # symbol -> feature -> distribution
     output: Mapping[str, Distribution]  # symbol -> calibrated P(up)
     calibration: Mapping[str, CalibrationReference]  # symbol -> reported-span figures
+    window_rows: int | None = None  # the window the inputs' ``window_psi`` lines are for
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -330,6 +397,7 @@ class DriftReference:
             },
             "output": {s: d.to_json() for s, d in self.output.items()},
             "calibration": {s: c.to_json() for s, c in self.calibration.items()},
+            "window_rows": self.window_rows,
         }
 
     @classmethod
@@ -338,9 +406,10 @@ class DriftReference:
         if not isinstance(value, Mapping):
             raise DataValidationError("drift reference must be a JSON object", field="reference")
         version = value.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise DataValidationError(
-                f"drift reference schema_version {version!r}, this code reads {SCHEMA_VERSION}",
+                f"drift reference schema_version {version!r}, this code reads "
+                f"{', '.join(str(v) for v in READABLE_SCHEMAS)}",
                 field="schema_version",
             )
         try:
@@ -367,6 +436,7 @@ class DriftReference:
                     str(s): CalibrationReference.from_json(c, f"calibration.{s}")
                     for s, c in value["calibration"].items()
                 },
+                window_rows=None if value.get("window_rows") is None else int(value["window_rows"]),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise DataValidationError(
@@ -404,8 +474,9 @@ def build_drift_reference(
     calibration: dict[str, CalibrationReference] = {}
     for symbol in sorted(set(symbols.tolist())):
         rows = data.X[symbols == symbol]
-        inputs[symbol] = {
-            name: Distribution.of(rows[:, j], config) for j, name in enumerate(data.features)
+        inputs[symbol] = {  # rows are in time order within a symbol (`DirectionDataset`)
+            name: Distribution.of(rows[:, j], config, windows=True)
+            for j, name in enumerate(data.features)
         }
         predicted = reported[reported["symbol"] == symbol]
         if predicted.empty:
@@ -424,6 +495,7 @@ def build_drift_reference(
         inputs=inputs,
         output=output,
         calibration=calibration,
+        window_rows=config.window_rows,
     )
 
 

@@ -135,9 +135,17 @@ def read_quarantine_reasons(store: StoreReader, *, since: datetime | None = None
 
 
 def read_series_timestamps(
-    store: StoreReader, dataset: str, *, start: datetime | None = None
+    store: StoreReader,
+    dataset: str,
+    *,
+    start: datetime | None = None,
+    closing_from: datetime | None = None,
 ) -> pd.DataFrame:
-    """``source, symbol, timeframe, event_ts`` of a gridded dataset's stored rows from ``start``."""
+    """``source, symbol, timeframe, event_ts`` of a gridded dataset's stored rows from ``start``.
+
+    With ``closing_from`` only the rows `series_gap` judges with ``since=closing_from`` come
+    back: those at or after it and each one's predecessor in its series (the database finds
+    them, so a run over one new bar reads a few rows per series, not its whole history)."""
     tables = {"candles": "candles", "funding": "funding_rates", "fear_greed": "fear_greed"}
     if dataset not in tables:
         raise DataValidationError(
@@ -147,10 +155,15 @@ def read_series_timestamps(
     symbol = "symbol" if dataset != "fear_greed" else f"'{NO_SYMBOL}'"
     timeframe = "timeframe" if dataset == "candles" else f"'{NO_SYMBOL}'"
     where, params = ("WHERE event_ts >= ?", [_utc(start, "start")]) if start else ("", [])
+    columns = f"source, {symbol} AS symbol, {timeframe} AS timeframe, event_ts"
+    order = "ORDER BY source, symbol, timeframe, event_ts"
+    if closing_from is None:
+        return store.query(f"SELECT {columns} FROM {tables[dataset]} {where} {order}", params)
+    following = "lead(event_ts) OVER (PARTITION BY source, symbol, timeframe ORDER BY event_ts)"
     return store.query(
-        f"SELECT source, {symbol} AS symbol, {timeframe} AS timeframe, event_ts "
-        f"FROM {tables[dataset]} {where} ORDER BY source, symbol, timeframe, event_ts",
-        params,
+        f"SELECT source, symbol, timeframe, event_ts FROM (SELECT {columns}, {following} AS nxt "
+        f"FROM {tables[dataset]} {where}) WHERE event_ts >= ? OR nxt >= ? {order}",
+        [*params, _utc(closing_from, "closing_from"), _utc(closing_from, "closing_from")],
     )
 
 
@@ -194,66 +207,75 @@ def quarantine_spike(
     cfg = config or QuarantineConfig()
     runs = ingest_runs(ingest_log)
     cutoff = None if since is None else pd.Timestamp(_utc(since, "since"))
+    # every series at once: runs grouped by series (oldest first within each), then the pooled
+    # rate of each run's previous `window` runs from prefix sums clipped at its series' start
+    codes = runs.groupby(_SERIES, sort=False, dropna=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    runs = runs.iloc[order].reset_index(drop=True)
+    codes = codes[order]
+    rows_in = runs["rows_in"].to_numpy(dtype=np.float64)
+    quarantined = runs["rows_quarantined"].to_numpy(dtype=np.float64)
+    position = np.arange(len(runs))
+    first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(runs) else position
+    series_start = first[np.searchsorted(first, position, side="right") - 1]
+    window_start = np.maximum(series_start, position - cfg.window)
+    sum_in, sum_q = np.r_[0.0, np.cumsum(rows_in)], np.r_[0.0, np.cumsum(quarantined)]
+    trail_in = sum_in[position] - sum_in[window_start]
+    trail_q = sum_q[position] - sum_q[window_start]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reference = np.where(trail_in > 0, trail_q / np.where(trail_in > 0, trail_in, 1.0), 0.0)
+        rate = np.where(rows_in > 0, quarantined / np.where(rows_in > 0, rows_in, 1.0), np.nan)
+    line = np.maximum(cfg.min_rate, cfg.ratio * reference)
+    hit = (rows_in > 0) & (quarantined > 0) & (rate >= line)
+    if cutoff is not None:
+        hit &= (runs["logged_at"] >= cutoff).to_numpy()
     findings = []
-    for key, group in runs.groupby(_SERIES, sort=False, dropna=False):
-        dataset, source, symbol, timeframe = (str(part) for part in key)
-        rows_in = group["rows_in"].to_numpy(dtype=np.float64)
-        quarantined = group["rows_quarantined"].to_numpy(dtype=np.float64)
-        # pooled rate of the previous `window` runs: rolling sums shifted by one run
-        trail_in = pd.Series(rows_in).rolling(cfg.window, min_periods=1).sum().shift(1)
-        trail_q = pd.Series(quarantined).rolling(cfg.window, min_periods=1).sum().shift(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reference = np.where(trail_in.to_numpy() > 0, (trail_q / trail_in).to_numpy(), 0.0)
-            rate = np.where(rows_in > 0, quarantined / rows_in, np.nan)
-        line = np.maximum(cfg.min_rate, cfg.ratio * np.nan_to_num(reference))
-        hit = (rows_in > 0) & (quarantined > 0) & (rate >= line)
-        if cutoff is not None:
-            hit &= (group["logged_at"] >= cutoff).to_numpy()
-        for k in np.flatnonzero(hit):
-            row = group.iloc[int(k)]
-            critical = min(1.0, cfg.critical_multiple * float(line[k]))
-            previous = group.iloc[max(0, int(k) - cfg.window) : int(k)]
-            at = _ts(row["logged_at"])
-            findings.append(
-                Finding(
-                    kind="quarantine_spike",
-                    category=Category.DATA,
-                    symbol=None if symbol == NO_SYMBOL else symbol,
-                    bar_ts=at,
-                    severity=Severity.CRITICAL if rate[k] >= critical else Severity.WARNING,
-                    statistic="quarantine_rate",
-                    value=float(rate[k]),
-                    threshold=float(line[k]),
-                    detail=(
-                        f"ingest {row['run_id']} of {dataset} {source} {symbol} quarantined "
-                        f"{int(quarantined[k])} of {int(rows_in[k])} rows ({rate[k]:.1%}); the "
-                        f"line is {line[k]:.1%} (trailing rate {reference[k]:.2%} over "
-                        f"{len(previous)} run(s))"
-                    ),
-                    evidence={
-                        "run_id": str(row["run_id"]),
-                        "dataset": dataset,
-                        "source": source,
-                        "timeframe": timeframe,
-                        "rows_in": int(rows_in[k]),
-                        "rows_quarantined": int(quarantined[k]),
-                        "trailing_rate": float(reference[k]),
-                        "trailing_runs": len(previous),
-                        "min_rate": cfg.min_rate,
-                        "ratio": cfg.ratio,
-                        "critical_threshold": critical,
-                        "trailing_rates": [
-                            round(q / n, 6) if n > 0 else None
-                            for q, n in zip(
-                                previous["rows_quarantined"].tolist()[-EVIDENCE_CAP:],
-                                previous["rows_in"].tolist()[-EVIDENCE_CAP:],
-                                strict=True,
-                            )
-                        ],
-                        "reasons": _reasons(quarantine_reasons, row),
-                    },
-                )
+    for k in np.flatnonzero(hit):
+        row = runs.iloc[int(k)]
+        dataset, source, symbol, timeframe = (str(row[part]) for part in _SERIES)
+        previous = runs.iloc[int(window_start[k]) : int(k)]
+        critical = min(1.0, cfg.critical_multiple * float(line[k]))
+        at = _ts(row["logged_at"])
+        findings.append(
+            Finding(
+                kind="quarantine_spike",
+                category=Category.DATA,
+                symbol=None if symbol == NO_SYMBOL else symbol,
+                bar_ts=at,
+                severity=Severity.CRITICAL if rate[k] >= critical else Severity.WARNING,
+                statistic="quarantine_rate",
+                value=float(rate[k]),
+                threshold=float(line[k]),
+                detail=(
+                    f"ingest {row['run_id']} of {dataset} {source} {symbol} quarantined "
+                    f"{int(quarantined[k])} of {int(rows_in[k])} rows ({rate[k]:.1%}); the "
+                    f"line is {line[k]:.1%} (trailing rate {reference[k]:.2%} over "
+                    f"{len(previous)} run(s))"
+                ),
+                evidence={
+                    "run_id": str(row["run_id"]),
+                    "dataset": dataset,
+                    "source": source,
+                    "timeframe": timeframe,
+                    "rows_in": int(rows_in[k]),
+                    "rows_quarantined": int(quarantined[k]),
+                    "trailing_rate": float(reference[k]),
+                    "trailing_runs": len(previous),
+                    "min_rate": cfg.min_rate,
+                    "ratio": cfg.ratio,
+                    "critical_threshold": critical,
+                    "trailing_rates": [
+                        round(q / n, 6) if n > 0 else None
+                        for q, n in zip(
+                            previous["rows_quarantined"].tolist()[-EVIDENCE_CAP:],
+                            previous["rows_in"].tolist()[-EVIDENCE_CAP:],
+                            strict=True,
+                        )
+                    ],
+                    "reasons": _reasons(quarantine_reasons, row),
+                },
             )
+        )
     return sorted(findings, key=lambda f: (f.bar_ts, f.evidence["dataset"], f.symbol or ""))
 
 

@@ -50,6 +50,7 @@ from models.drift_reference import (
     DriftReference,
     brier_losses,
     log_losses,
+    population_stability_index,
 )
 from sextant.config import (
     OpenFraction,
@@ -79,6 +80,7 @@ __all__ = [
     "load_drift_reference",
     "population_stability_index",
     "prediction_drift",
+    "psi_lines",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -104,6 +106,9 @@ class FeatureDriftConfig(SextantConfig):
     support_share: OpenFraction = 0.5  # window share outside the training support
     min_finite: Annotated[int, int_range(2)] = 20  # finite values a KS test needs on each side
     evidence_features: PositiveInt = 5  # features whose bins the evidence keeps
+    # judge each feature against the PSI its own training windows reach (`psi_lines`); off: the
+    # fixed ``psi_warning`` for every feature
+    calibrated_lines: bool = True
 
 
 class PredictionDriftConfig(SextantConfig):
@@ -137,22 +142,6 @@ class DecisionMixConfig(SextantConfig):
 
 
 # --- statistics ----------------------------------------------------------------------------------
-
-PSI_FLOOR = 1e-4  # an empty bin counts as this share, so PSI stays finite
-
-
-def population_stability_index(live: npt.ArrayLike, reference: npt.ArrayLike) -> float:
-    """PSI = sum (live - ref) * ln(live / ref) over bins of two share vectors (each sums to 1).
-
-    Empty bins are floored at ``PSI_FLOOR``. 0 for identical shares; 0.1 is a small shift, 0.25
-    a large one by the usual reading; for ``n`` rows drawn from the reference, ``n * PSI`` is
-    roughly chi-square with (bins - 1) degrees of freedom.
-    """
-    a = np.maximum(np.asarray(live, dtype=np.float64), PSI_FLOOR)
-    b = np.maximum(np.asarray(reference, dtype=np.float64), PSI_FLOOR)
-    if a.shape != b.shape:
-        raise DataValidationError(f"PSI over {a.shape} and {b.shape} bins", field="bins")
-    return float(np.sum((a - b) * np.log(a / b)))
 
 
 def _f32(value: float) -> float:
@@ -290,8 +279,9 @@ def feature_drift(
     """Drift of the model's inputs: per symbol, the last ``window_bars`` rows vs training.
 
     ``features``: ``symbol``, ``available_at`` (bar close, UTC) and every feature of
-    ``reference.features`` (raw values, NaN allowed). Evidence: per feature PSI, KS statistic,
-    raw and serial-correlation-adjusted KS p-values and share outside the support; for the
+    ``reference.features`` (raw values, NaN allowed). Evidence: per feature PSI, share outside the
+    support and, where the PSI reaches its warning line (elsewhere the test cannot change the
+    verdict: null), the KS statistic with its raw and serial-correlation-adjusted p-values; for the
     ``evidence_features`` worst features the bin edges and live vs reference shares; the
     window's span.
     """
@@ -339,7 +329,6 @@ def _feature_window(
     n_features = len(reference.features)
     ks_level = config.family_alpha / n_features
     per_feature: dict[str, dict[str, Any]] = {}
-    drifting: list[str] = []
     live_shares: dict[str, FloatArray] = {}
     for j, name in enumerate(reference.features):
         dist = distributions[name]
@@ -348,34 +337,50 @@ def _feature_window(
         name: population_stability_index(live_shares[name], distributions[name].proportions)
         for name in reference.features
     }
+    lines = psi_lines(reference, distributions, config)
     if max(psi_by_feature.values(), default=0.0) < config.psi_warning:
-        return None  # no feature can drift (the rule needs the PSI): skip the KS tests
+        return None  # no feature can drift (both routes need the PSI): skip the KS tests
+    thresholds: dict[str, float] = {}  # a drifting feature's line, by the route that fired
+    criticals: dict[str, float] = {}
     for j, name in enumerate(reference.features):
         dist = distributions[name]
         column = window[:, j]
         psi = psi_by_feature[name]
-        ks_stat, ks_p, ks_p_adjusted = _ks(column, dist.sample, config.min_finite)
+        # the shape route needs the PSI at its line: below it the KS test cannot change anything
+        ks_stat, ks_p, ks_p_adjusted = (
+            _ks(column, dist.sample, config.min_finite)
+            if psi >= lines[name]
+            else (math.nan, math.nan, math.nan)
+        )
         finite = column[np.isfinite(column)]
         outside = (
             float(np.mean((finite < _f32(dist.lower)) | (finite > _f32(dist.upper))))
             if len(finite) and dist.lower is not None and dist.upper is not None
             else math.nan
         )
-        ks_rejects = ks_p_adjusted < ks_level  # NaN: no test
-        off_support = outside >= config.support_share
-        if psi >= config.psi_warning and (ks_rejects or off_support):
-            drifting.append(name)
+        # values training never saw drift at the fixed line, whatever the regime; a different
+        # shape within the support drifts past the feature's own (calibrated) line
+        if psi >= config.psi_warning and outside >= config.support_share:
+            thresholds[name] = config.psi_warning
+            criticals[name] = config.psi_critical
+        elif psi >= lines[name] and ks_p_adjusted < ks_level:  # NaN: no test
+            thresholds[name] = lines[name]
+            criticals[name] = lines[name] * config.psi_critical / config.psi_warning
         per_feature[name] = {
             "psi": _round(psi, 4),
+            "psi_line": _round(lines[name]),
             "ks": _round(ks_stat, 4),
             "ks_p": _round(ks_p, 3),
             "ks_p_adjusted": _round(ks_p_adjusted, 3),
             "outside_support": _round(outside, 4),
         }
+    drifting = list(thresholds)
     if not drifting:
         return None
-    worst = max(drifting, key=lambda f: per_feature[f]["psi"] or 0.0)
+    # the drifting feature furthest past its line
+    worst = max(drifting, key=lambda f: psi_by_feature[f] / thresholds[f])
     value = float(per_feature[worst]["psi"] or 0.0)
+    critical = criticals[worst]
     ranked = sorted(per_feature, key=lambda f: per_feature[f]["psi"] or 0.0, reverse=True)
     bins = {
         name: {
@@ -390,10 +395,10 @@ def _feature_window(
         category=Category.MODEL,
         symbol=symbol,
         bar_ts=at.to_pydatetime(),
-        severity=_severity(value, config.psi_critical),
+        severity=_severity(value, critical),
         statistic="max_psi",
         value=value,
-        threshold=config.psi_warning,
+        threshold=thresholds[worst],
         detail=(
             f"{len(drifting)} of {n_features} {reference.family} inputs of {symbol} drifted "
             f"from training over the last {len(window)} bars; worst {worst} (PSI {value:.3g})"
@@ -403,11 +408,28 @@ def _feature_window(
             "window": _span(stamps),
             "drifting": drifting,
             "ks_level": ks_level,
+            "critical_threshold": _round(critical, 4),
             "features": per_feature,
             "bins": bins,
             "reference_range": reference.data_range,
         },
     )
+
+
+def psi_lines(
+    reference: DriftReference,
+    distributions: Mapping[str, Distribution],
+    config: FeatureDriftConfig,
+) -> dict[str, float]:
+    """Each feature's PSI line: ``psi_warning``, raised to the PSI its training windows reach
+    (`Distribution.window_psi`) when the reference was built for windows of ``window_bars``;
+    a reference without window lines (schema 1, or another window) gets the fixed line."""
+    calibrated = config.calibrated_lines and reference.window_rows == config.window_bars
+    lines = {}
+    for name in reference.features:
+        natural = distributions[name].window_psi if calibrated else None
+        lines[name] = max(config.psi_warning, natural or 0.0)
+    return lines
 
 
 # --- prediction drift ----------------------------------------------------------------------------

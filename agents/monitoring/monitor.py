@@ -290,7 +290,7 @@ def _data_findings(
     # holes of the candles the models read are `missing_bar`'s (market side); the data side
     # reports every other stored series' holes
     for dataset in ("candles", "funding", "fear_greed"):
-        stored = read_series_timestamps(market, dataset, start=history_start)
+        stored = read_series_timestamps(market, dataset, start=history_start, closing_from=since)
         found += series_gap(
             stored, dataset=dataset, config=cfg.series_gap, since=since, watched=watched
         )

@@ -182,3 +182,47 @@ def test_reference_round_trips_through_mlflow_and_is_found_from_the_champion(
     assert path == DRIFT_REFERENCE_FILE
     assert found == reference
     assert load_drift_reference(registry_client(settings), "lstm") is None  # no champion
+
+
+def test_window_psi_line_is_high_for_a_persistent_feature_and_low_for_an_iid_one() -> None:
+    # Arrange: the same values in time order as a slow regime (a random walk) and shuffled
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.normal(0, 1, 2_000))
+    config = DriftReferenceConfig(window_rows=168, window_stride=24, window_quantile=1.0)
+
+    # Act
+    persistent = Distribution.of(walk, config, windows=True)
+    shuffled = Distribution.of(rng.permutation(walk), config, windows=True)
+    plain = Distribution.of(walk, config)
+
+    # Assert: a week of a random walk covers a few deciles (PSI of several units); a week of
+    # iid draws covers them all (about chi-square / n: well under the fixed 0.25 line)
+    assert persistent.window_psi is not None and persistent.window_psi > 2.0
+    assert shuffled.window_psi is not None and shuffled.window_psi < 0.25
+    assert plain.window_psi is None
+    assert Distribution.of(walk[:100], config, windows=True).window_psi is None  # < one window
+
+
+def test_a_schema_1_reference_reads_without_window_lines_and_gets_the_fixed_line() -> None:
+    # Arrange: a reference as schema 1 wrote it (no window lines)
+    from agents.monitoring.drift import FeatureDriftConfig, psi_lines
+
+    data, oof = _dataset()
+    current = build_drift_reference(family="xgb", data=data, oof=oof, label_horizon=4)
+    old = json.loads(json.dumps(current.to_json()))
+    old["schema_version"] = 1
+    del old["window_rows"]
+    for by_feature in old["inputs"].values():
+        for figures in by_feature.values():
+            del figures["window_psi"]
+
+    # Act
+    read = DriftReference.from_json(old)
+    lines = psi_lines(read, read.for_symbol("BTC/USDT"), FeatureDriftConfig())
+    current_lines = psi_lines(current, current.for_symbol("BTC/USDT"), FeatureDriftConfig())
+
+    # Assert
+    assert read.window_rows is None and current.window_rows == 168
+    assert set(lines.values()) == {0.25}
+    assert current_lines["rsi_14"] >= 0.25
+    assert DriftReference.from_json(current.to_json()) == current
