@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +71,7 @@ class PlantedStore:
     spike_run: str
     empty_run: str
     first_missing_settlement: pd.Timestamp
+    db: Path
 
 
 def _ingest(store: MarketStore, batches: list[Batch], run_id: str) -> None:
@@ -121,6 +122,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> PlantedStore:
             spike_run="run-spike",
             empty_run="run-empty",
             first_missing_settlement=first_missing,
+            db=db,
         )
 
 
@@ -190,6 +192,31 @@ def test_since_reports_a_hole_once_the_row_after_it_is_stored(planted: PlantedSt
     after_real_hole = datetime(2023, 6, 1, tzinfo=UTC)
     found = series_gap(planted.candles_ts, dataset="candles", since=after_real_hole)
     assert [f.bar_ts for f in found if f.symbol == "ETH/USDT"] == [HOLE_FIRST.to_pydatetime()]
+
+
+def test_reading_only_the_rows_that_close_holes_finds_the_same_gaps(planted: PlantedStore) -> None:
+    # Arrange: `since` before, at, inside and after the planted holes
+    moments = [
+        datetime(2023, 1, 1, tzinfo=UTC),
+        REAL_HOLE.to_pydatetime(),
+        HOLE_FIRST.to_pydatetime(),
+        HOLE_FIRST.to_pydatetime() + timedelta(hours=3),
+        HOLE_FIRST.to_pydatetime() + timedelta(hours=6),
+        planted.first_missing_settlement.to_pydatetime(),
+        datetime(2030, 1, 1, tzinfo=UTC),
+    ]
+    with MarketStore(planted.db) as store:
+        for dataset in ("candles", "funding"):
+            whole = read_series_timestamps(store, dataset)
+            for since in moments:
+                # Act
+                tail = read_series_timestamps(store, dataset, closing_from=since)
+                # Assert: a few rows per series, and the same findings
+                assert len(tail) < len(whole) or since < datetime(2023, 6, 1, tzinfo=UTC)
+                expected = series_gap(whole, dataset=dataset, since=since)
+                found = series_gap(tail, dataset=dataset, since=since)
+                assert [f.as_record() for f in found] == [f.as_record() for f in expected]
+    assert len(tail) == 0  # nothing stored after 2030
 
 
 # -- false alarms on the clean store ---------------------------------------------------------
