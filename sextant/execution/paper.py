@@ -20,6 +20,7 @@ trades and fills are reported as they happen and are not part of the snapshot.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,10 +83,6 @@ def _grown(array: FloatArray, rows: int) -> FloatArray:
     bigger = np.empty((max(rows, 2 * array.shape[0]), array.shape[1]))
     bigger[: array.shape[0]] = array
     return bigger
-
-
-def _float(value: float | None) -> float:
-    return math.nan if value is None else float(value)
 
 
 class PaperBroker:
@@ -343,15 +340,20 @@ class PaperBroker:
                 field="execution",
             )
         broker = cls(list(snapshot["symbols"]), str(snapshot["timeframe"]), config)
-        for i, symbol in enumerate(broker._symbols):
-            state = snapshot["books"][symbol]
-            for f, name in enumerate(k.SS_FIELDS):
-                broker._sym[i, f] = _float(state[name])
+        # one C-level field pick per book and one array conversion (None -> NaN): this runs
+        # for every decision of an account whose book is not held parsed
+        books = snapshot["books"]
+        book_fields = operator.itemgetter(*k.SS_FIELDS)
+        broker._sym[:] = np.array(
+            [book_fields(books[symbol]) for symbol in broker._symbols], dtype=np.float64
+        ).reshape(broker._sym.shape)
         trades = snapshot["open_trades"]
         broker._trades = _grown(broker._trades, len(trades) + 2 * len(broker._symbols))
-        for row, trade in enumerate(trades):
-            for f, name in enumerate(k.TRADE_FIELDS):
-                broker._trades[row, f] = float(trade[name])
+        if trades:
+            trade_fields = operator.itemgetter(*k.TRADE_FIELDS)
+            broker._trades[: len(trades)] = np.array(
+                [trade_fields(trade) for trade in trades], dtype=np.float64
+            ).reshape(len(trades), len(k.TRADE_FIELDS))
         broker._acct[k.AC_CASH] = float(snapshot["cash"])
         broker._acct[k.AC_REALIZED] = float(snapshot["realized"])
         broker._acct[k.AC_TRADES] = len(trades)
