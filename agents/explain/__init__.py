@@ -1,0 +1,1 @@
+"""Explanations of decisions, anomalies and the market: offline narrative, LLM agent, guard."""

@@ -1,0 +1,1 @@
+"""Read-only tools over recorded evidence (decisions, anomalies, models, market, portfolio)."""
