@@ -11,6 +11,8 @@ sees committed transactions. Tables, durability and the PostgreSQL path: docs/de
 - Every decision has a stable id derived from (account, symbol, bar ts), so a decision re-made
   for a recorded bar is recognised: identical content is a no-op, other content is a
   ``RecordConflictError`` naming the id, and the whole write is rolled back.
+- Explanations (``agents.explain`` records, as plain JSON dicts) are stored once per id and
+  found again by (subject, subject id, question, model): the explainer's cache.
 - Non-finite floats (NaN, ±inf) are stored as JSON ``null``, so records and portfolio
   snapshots read back with ``None`` where the writer had NaN (strict JSON, which PostgreSQL's
   ``jsonb`` and browsers accept too). The gate state, a vector of floats, reads back with NaN.
@@ -55,7 +57,8 @@ __all__ = [
     "decision_id",
 ]
 
-SCHEMA_VERSION: Final = 3  # 2: book_marks (equity per bar); 3: anomalies, monitor_state
+SCHEMA_VERSION: Final = 4  # 2: book_marks (equity per bar); 3: anomalies, monitor_state;
+# 4: explanations
 ANY_VERSION: Final = "*"  # ``record(expect_version=...)``: write whatever state is stored
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -119,10 +122,39 @@ _SCHEMA: Final = (
         value TEXT NOT NULL,
         updated_at TEXT NOT NULL
     )""",
+    # every answer of the explainer (agents.explain.schema.ExplanationRecord as JSON); the cache
+    # looks answers up by (subject, subject id, question, model), newest first
+    """CREATE TABLE IF NOT EXISTS explanations (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        subject_id TEXT NOT NULL,
+        question TEXT NOT NULL,
+        model TEXT NOT NULL,
+        grounded INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS explanations_key ON explanations"
+    " (subject_id, question, model, created_at)",
 )
 _INSERT_ANOMALY: Final = (
     "INSERT INTO anomalies (id, kind, category, symbol, bar_ts, severity, detected_at, record)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_EXPLANATION: Final = (
+    "INSERT INTO explanations (id, subject, subject_id, question, model, grounded, created_at,"
+    " record) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+# what an explanation record must hold (ExplanationRecord.model_dump(mode="json"))
+EXPLANATION_FIELDS: Final = (
+    "id",
+    "subject",
+    "subject_id",
+    "question",
+    "model",
+    "grounded",
+    "created_at",
+    "answer",
 )
 _UPSERT_MONITOR_STATE: Final = (
     "INSERT INTO monitor_state (key, value, updated_at) VALUES (?, ?, ?)"
@@ -647,6 +679,141 @@ class DecisionsStore:
         """A monitor state's JSON value (None when never written)."""
         rows = self._query("SELECT value FROM monitor_state WHERE key = ?", (key,))
         return orjson.loads(rows[0][0]) if rows else None
+
+    def record_explanation(self, record: Mapping[str, Any]) -> bool:
+        """Store one explanation record (``ExplanationRecord.model_dump(mode="json")``), once:
+        its id stored already with the same content changes nothing, with other content is a
+        ``RecordConflictError``. Returns whether it was new."""
+        if self._readonly:
+            raise ConfigError(f"decisions store {self._path} was opened read-only")
+        row = self._explanation_row(record)
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    inserted = con.execute(_INSERT_EXPLANATION, row).rowcount
+                    if not inserted:
+                        stored = con.execute(
+                            "SELECT record FROM explanations WHERE id = ?", (row[0],)
+                        ).fetchone()[0]
+                        if orjson.loads(stored) != orjson.loads(str(row[-1])):
+                            raise RecordConflictError(
+                                f"explanation {row[0]} is already recorded with other content;"
+                                " the stored one stands",
+                                record_id=str(row[0]),
+                                origin=str(self._path),
+                            )
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                self._reraise(exc)
+        return bool(inserted)
+
+    @staticmethod
+    def _explanation_row(record: Mapping[str, Any]) -> tuple[object, ...]:
+        if not isinstance(record, Mapping):
+            raise DataValidationError(
+                f"explanation record must be a mapping, got {type(record).__name__}",
+                field="explanation",
+            )
+        missing = [k for k in EXPLANATION_FIELDS if k not in record]
+        if missing:
+            raise DataValidationError(
+                f"explanation record {record.get('id')!r} lacks {missing}", field="explanation"
+            )
+        ident = record["id"]
+        for key in ("id", "subject", "subject_id", "question", "model"):
+            if not isinstance(record[key], str) or not record[key]:
+                raise DataValidationError(
+                    f"explanation record {ident!r}: {key} must be a non-empty string, got"
+                    f" {record[key]!r}",
+                    field=key,
+                )
+        if not isinstance(record["grounded"], bool):
+            raise DataValidationError(
+                f"explanation record {ident!r}: grounded must be a boolean", field="grounded"
+            )
+        try:
+            created = datetime.fromisoformat(str(record["created_at"]))
+        except ValueError as exc:
+            raise DataValidationError(
+                f"explanation record {ident!r}: created_at {record['created_at']!r} is not"
+                " ISO-8601",
+                field="created_at",
+            ) from exc
+        return (
+            ident,
+            record["subject"],
+            record["subject_id"],
+            record["question"],
+            record["model"],
+            int(record["grounded"]),
+            _utc_text(created, "created_at"),
+            _json(dict(record), f"explanation {ident}"),
+        )
+
+    def explanation(self, explanation_id: str) -> dict[str, Any] | None:
+        """The explanation record with this id, or None."""
+        rows = self._explanation_query(
+            "SELECT record FROM explanations WHERE id = ?", (explanation_id,)
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def explanations(
+        self, *, subject: str | None = None, subject_id: str | None = None, n: int = 20
+    ) -> list[dict[str, Any]]:
+        """Up to ``n`` explanation records, newest first, of one subject kind and id if given."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataValidationError(f"n must be a non-negative integer, got {n!r}", field="n")
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (("subject", subject), ("subject_id", subject_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._explanation_query(
+            f"SELECT record FROM explanations{where} ORDER BY created_at DESC, id LIMIT ?",
+            (*params, n),
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    def cached_explanation(
+        self,
+        subject: str,
+        subject_id: str,
+        question: str,
+        model: str,
+        *,
+        grounded_only: bool = False,
+    ) -> dict[str, Any] | None:
+        """The newest stored answer to this question about this subject by this model (the
+        explainer's cache: key (subject id, question, model)), or None. ``grounded_only``: skip
+        answers the grounding guard refused."""
+        sql = (
+            "SELECT record FROM explanations WHERE subject_id = ? AND question = ? AND model = ?"
+            " AND subject = ?"
+        )
+        if grounded_only:
+            sql += " AND grounded = 1"
+        rows = self._explanation_query(
+            sql + " ORDER BY created_at DESC, id LIMIT 1", (subject_id, question, model, subject)
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def _explanation_query(self, sql: str, params: Sequence[object]) -> list[Any]:
+        """A read of the explanations table; a read-only store of schema 3 has none yet."""
+        with self._lock:
+            try:
+                return self._con.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if self._readonly and "no such table: explanations" in str(exc):
+                    return []
+                self._reraise(exc)
 
     def checkpoint(self) -> int:
         """Copy committed WAL pages into the database file, without blocking anyone.

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, JsonValue, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    JsonValue,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sextant.config import NonNegativeInt, PositiveFloat, PositiveInt, Timeframe
@@ -94,6 +102,21 @@ class Settings(BaseSettings):
     reload_interval_s: PositiveFloat = 30.0  # how often the service polls the champion aliases
     max_body_bytes: PositiveInt = 65_536  # request bodies above this are refused (413)
 
+    # the LLM explainer (agents.explain.llm_agent): used when OPENAI_BASE_URL or OPENAI_API_KEY
+    # is set (any OpenAI-compatible server); otherwise explanations are the offline ones. The two
+    # OPENAI_* variables keep their usual names (no SEXTANT_ prefix); the key is never logged
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    llm_model: str = "gpt-4o-mini"  # the model name the server serves
+    llm_timeout_s: PositiveFloat = 60.0  # wall-clock limit of one answer, retries included
+    llm_max_tokens: PositiveInt = 1_024  # completion tokens per model call
+    llm_token_budget: PositiveInt = 32_000  # prompt + completion tokens per answer, all calls
+    llm_max_tool_calls: PositiveInt = 8  # evidence tool calls per attempt (the answer excluded)
+
     @field_validator("ccxt_api_url")
     @classmethod
     def _absolute_url(cls, value: str | None) -> str | None:
@@ -103,6 +126,21 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError(f"expected http(s)://host[:port], got {value!r}")
         return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"expected http(s)://host[:port][/v1], got {value!r}")
+        return value
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _key_or_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("mlflow_tracking_uri", "mlflow_registry_uri", "mlflow_artifact_root")
     @classmethod
