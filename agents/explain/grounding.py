@@ -56,7 +56,7 @@ COMMON_BASE_ASSETS: Final = frozenset(
 
 _DATETIME: Final = re.compile(
     r"(?<![\w-])(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2}|\s?UTC)?)?(?![\w-])"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}|\s?UTC)?)?(?![\w-])"
 )
 _CLOCK: Final = re.compile(r"(?<![\w:.])\d{1,2}:\d{2}(?::\d{2})?(?![\w:])")
 # BASE/QUOTE[:SETTLE] with a letter in the base, so a ratio like 10/20 is not a pair
@@ -236,7 +236,7 @@ def _check_text(
 
 
 def _date_supported(moment: re.Match[str], evidence: _Evidence) -> bool:
-    year, month, day, hour, minute, second, offset = moment.groups()
+    year, month, day, hour, minute, second, fraction, offset = moment.groups()
     try:
         day_value = date(int(year), int(month), int(day))
         if hour is None:
@@ -247,8 +247,16 @@ def _date_supported(moment: re.Match[str], evidence: _Evidence) -> bool:
             if zone in {"", "Z", "UTC"}
             else datetime.strptime(zone.replace(":", ""), "%z").tzinfo
         )
+        micros = int((fraction or ".")[1:7].ljust(6, "0"))  # a written fraction must match too
         aware = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=tz
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            micros,
+            tzinfo=tz,
         )
     except ValueError:
         return False  # not a real calendar date or offset: never supported

@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from models.registry import read_ledger
-from serving.champions import registry_client
 from serving.decisions_store import DecisionsStore
 from serving.market import open_market
 from sextant.errors import DataValidationError, UnknownSymbolError
@@ -101,11 +99,15 @@ class Evidence:
         """An MLflow client bound to the settings' tracking and registry URIs (reads only)."""
         with self._lock:
             if self._client is None:
+                from serving.champions import registry_client  # MLflow: imported on use
+
                 self._client = registry_client(self.settings)
             return self._client
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every promotion decision of the home's ledger, oldest first."""
+        from models.registry import read_ledger  # scipy and MLflow load in seconds: on use
+
         return read_ledger(self.settings.paths.home)
 
     # -- what a person types ----------------------------------------------------------------

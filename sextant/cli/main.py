@@ -674,6 +674,97 @@ def anomalies(
 
 
 @app.command()
+def explain(
+    decision_id: Annotated[
+        str | None, typer.Argument(help="The decision to explain (see `sextant decide`).")
+    ] = None,
+    anomaly: Annotated[
+        str | None, typer.Option("--anomaly", help="Explain this anomaly id instead.")
+    ] = None,
+    market: Annotated[
+        str | None, typer.Option("--market", help="Explain the market of this symbol instead.")
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option(help="Ask this instead of the default question.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A grounded explanation from recorded evidence: the LLM when OPENAI_BASE_URL or
+    OPENAI_API_KEY is set, the offline narrative otherwise; stored with its grounding result."""
+    chosen = [(k, v) for k, v in (("decision", decision_id), ("anomaly", anomaly),
+                                   ("market", market)) if v]  # fmt: skip
+    if len(chosen) != 1:
+        raise typer.BadParameter("give exactly one of DECISION_ID, --anomaly ID, --market SYMBOL")
+    settings = _settings()
+    from agents.explain.service import ExplainService
+
+    ((subject, subject_id),) = chosen
+    with ExplainService(settings) as service:
+        record = service.explain(subject, subject_id, question)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(record)
+        return
+    typer.echo(_explanation_text(record))
+
+
+def _explanation_text(record: dict[str, Any]) -> str:
+    """An explanation record as a person reads it: the answer, then how it was made."""
+    answer = record["answer"]
+    lines = [answer["summary"]]
+    lines += [f"- {line}" for line in answer["drivers"]]
+    if answer["risk_notes"]:
+        lines += ["Risk:", *[f"- {line}" for line in answer["risk_notes"]]]
+    grounded = (
+        "grounded" if record["grounded"] else "NOT grounded: " + "; ".join(record["failed_claims"])
+    )
+    lines.append(
+        f"[{record['model']}, {grounded}, {len(answer['citations'])} citations, "
+        f"{len(record['tool_calls'])} tool calls, {record['latency_ms']:.0f} ms, id {record['id']}]"
+    )
+    return "\n".join(lines)
+
+
+@app.command()
+def chat(
+    message: Annotated[
+        list[str] | None,
+        typer.Option("--message", "-m", help="Ask these in order and exit (no prompt)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With -m: one JSON record per answer.")
+    ] = False,
+) -> None:
+    """The trade-review chat in the terminal, with history: why a decision was made, the latest
+    decision of a symbol, anomalies since a date, which models are live, how the market is.
+    Without an LLM it answers these from the tools and says plainly what it cannot answer."""
+    settings = _settings()
+    from agents.explain.service import ExplainService, new_session_id
+
+    session = new_session_id()
+    with ExplainService(settings) as service:
+        if message:
+            for text in message:
+                record = service.chat(session, text)
+                if as_json:
+                    _emit_json(record)
+                else:
+                    typer.echo(f"> {text}\n{_explanation_text(record)}\n")
+            return
+        typer.echo(f"sextant chat ({service.model}); an empty line or Ctrl-D ends it")
+        while True:
+            try:
+                text = input("> ").strip()
+            except EOFError:
+                break
+            if not text:
+                break
+            try:
+                typer.echo(_explanation_text(service.chat(session, text)) + "\n")
+            except SextantError as exc:
+                typer.echo(f"error: {exc}", err=True)
+
+
+@app.command()
 def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
