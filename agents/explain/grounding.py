@@ -44,6 +44,7 @@ __all__ = [
     "COMMON_BASE_ASSETS",
     "GroundingResult",
     "check_grounding",
+    "claim_kind",
     "evidence_symbols",
     "written_numbers",
 ]
@@ -131,6 +132,18 @@ def check_grounding(
         failed.extend(_check_text(where, text, evidence, allowed_symbols, bases, allowed_bases))
     failed.extend(_check_citations(answer, calls))
     return GroundingResult(grounded=not failed, failed_claims=failed)
+
+
+def claim_kind(claim: str) -> str:
+    """Which rule a failed claim broke: ``number``, ``entity`` (a symbol, asset or date) or
+    ``citation`` (from the wording `check_grounding` writes its claims in)."""
+    if claim.startswith("citation "):
+        return "citation"
+    if ": number " in claim:
+        return "number"
+    if any(f": {word} " in claim for word in ("date", "symbol", "asset")):
+        return "entity"
+    raise ValueError(f"not a claim check_grounding writes: {claim!r}")
 
 
 def evidence_symbols(calls: Sequence[ToolCall]) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Citation", "Explanation", "ExplanationRecord", "Subject", "OFFLINE_MODEL"]
+__all__ = ["OFFLINE_MODEL", "Citation", "Explanation", "ExplanationRecord", "Subject"]
 
 OFFLINE_MODEL = "offline"
 

@@ -764,6 +764,33 @@ def chat(
                 typer.echo(f"error: {exc}", err=True)
 
 
+@app.command("eval-explanations")
+def eval_explanations(
+    limit: Annotated[int, typer.Option(min=1, help="The latest this many decisions.")] = 20,
+    account: Annotated[
+        str | None, typer.Option(help="Decisions of this account (default: the paper account).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Explain the latest decisions and score every answer (numbers grounded, entities correct,
+    citations resolvable) with mlflow.genai.evaluate: a run in experiment sextant-explanations."""
+    settings = _settings()
+    from agents.explain.evaluation import evaluate_explanations
+
+    report = evaluate_explanations(settings, limit=limit, account=account)
+    if as_json:
+        _emit_json(report.to_json())
+        return
+    from sextant.cli.render import print_table
+
+    rows = [{"scorer": k, "value": v} for k, v in sorted(report.metrics.items())]
+    print_table(f"explanations by {report.model} ({report.decisions} decisions)", rows,
+                ["scorer", "value"])  # fmt: skip
+    for decision, claims in report.failures.items():
+        typer.echo(f"{decision}: {'; '.join(claims)}")
+    typer.echo(f"MLflow run {report.run_id} in experiment {report.experiment}")
+
+
 @app.command()
 def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
