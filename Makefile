@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sextant-installed
 export SEXTANT_HOME ?= $(CURDIR)/.sextant
 
-.PHONY: setup run test lint format bench lock clean
+.PHONY: setup run test browser lint format bench lock clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,30 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/sextant run
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -rs
+
+# The review page's browser test drives Debian's chromium through Playwright (which never downloads
+# a browser here). Installed with apt when missing: as root, or with passwordless sudo; otherwise
+# say how, and let that test fail with the same instructions (it is never skipped).
+CHROMIUM := chromium
+APT_CHROMIUM := apt-get install -y --no-install-recommends chromium
+export DEBIAN_FRONTEND := noninteractive
+browser:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian chromium for the review page's browser test"; \
+		$(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); } \
+		|| echo "could not install chromium with apt: the review page's browser test will fail"; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "installing Debian chromium (sudo) for the review page's browser test"; \
+		sudo -n env DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM) \
+		|| { sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM); } \
+		|| echo "could not install chromium with apt: the review page's browser test will fail"; \
+	else \
+		echo "chromium is missing and this user cannot install it: run 'sudo $(APT_CHROMIUM)'" \
+			"(the review page's browser test fails until then)"; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .

@@ -37,6 +37,7 @@ from serving.auth import check_bearer
 from serving.champions import registry_client
 from serving.decisions_store import DecisionsStore
 from serving.engine import DecisionBatch, DecisionEngine, ReloadOutcome
+from serving.explain_port import Explainer, ExplainSubject
 from serving.metrics import ServiceMetrics
 from serving.schemas import (
     ACCOUNT_PATTERN,
@@ -46,12 +47,15 @@ from serving.schemas import (
     AnomalyRecord,
     BatchDecisionRequest,
     BatchDecisionResponse,
+    ChatRequest,
     DecisionFields,
     DecisionPage,
     DecisionRecord,
     DecisionRequest,
     DecisionResponse,
     ErrorResponse,
+    ExplainRequest,
+    ExplanationResponse,
     GateResponse,
     GateStatusOut,
     HealthResponse,
@@ -66,6 +70,7 @@ from serving.schemas import (
     ReloadResponse,
     SignalResponse,
 )
+from serving.web import ReviewBackend, add_review_page
 from sextant.contracts import CHAMPION, FAMILIES, REGISTERED_MODELS, ModelTag
 from sextant.decision import Action, RiskGate
 from sextant.errors import (
@@ -101,6 +106,9 @@ _BEARER = HTTPBearer(auto_error=False, description="SEXTANT_ADMIN_TOKEN")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (404, 409, 413, 503)
 }
+_EXPLAIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (404, 413, 503)
+}
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 409, 503)
 }
@@ -124,10 +132,17 @@ def _finite(value: Any) -> Any:
 class _Service:
     """What the routes share: settings, the engine (set by the lifespan), clock and metrics."""
 
-    def __init__(self, settings: Settings, engine: DecisionEngine | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: DecisionEngine | None,
+        clock: Clock,
+        explainer: Explainer | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.clock = clock
+        self.explainer = explainer
         self.metrics = ServiceMetrics(self._served_models, self._store)
         self.reload_lock = asyncio.Lock()
         self._tags: dict[tuple[str, str], Mapping[str, str]] = {}
@@ -143,6 +158,17 @@ class _Service:
 
     def account(self, requested: str | None) -> str:
         return requested or self.live.account
+
+    @property
+    def explaining(self) -> Explainer:
+        """The explainer; 503 when this app was built without one."""
+        if self.explainer is None:  # no Retry-After: it will not appear by waiting
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "explanations are not available: this service runs without an explainer "
+                "(`sextant serve` starts one; an app built by create_app(explainer=None) has none)",
+            )
+        return self.explainer
 
     def _store(self) -> DecisionsStore | None:
         return None if self.engine is None else self.engine.store
@@ -388,6 +414,32 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelUnavailableError, unavailable)
 
 
+# --- explanations -------------------------------------------------------------------------------
+
+
+async def _explain(
+    service: _Service, subject: ExplainSubject, subject_id: str, question: str | None
+) -> dict[str, Any]:
+    """The explainer's record for ``subject``/``subject_id``, run in a worker thread; an unknown
+    decision id is refused (404) before the explainer is asked, an unknown anomaly id or symbol
+    by the explainer's typed error (404 too)."""
+    explainer = service.explaining
+    if subject == "decision" and service.live.store.get(subject_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decision with id {subject_id!r}")
+    return await _answer(lambda: explainer.explain(subject, subject_id, question))
+
+
+async def _answer(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a blocking explainer call in a worker thread; its unknown-record error (a
+    `DataValidationError` naming a ``record_id``, e.g. an anomaly id) becomes a 404."""
+    try:
+        return await asyncio.to_thread(call)
+    except DataValidationError as exc:
+        if getattr(exc, "record_id", None) is None or isinstance(exc, RecordConflictError):
+            raise
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -478,6 +530,19 @@ def _routes(service: _Service) -> APIRouter:
         )
         return AnomalyPage(anomalies=[AnomalyRecord.model_validate(_finite(a)) for a in found])
 
+    @router.post("/v1/explain", response_model=ExplanationResponse, responses=_EXPLAIN_ERRORS)
+    async def explain(body: ExplainRequest) -> Response:
+        """Explain a decision or an anomaly (by id) or the market for a symbol, grounded in the
+        recorded evidence (``grounded: false`` with the failed claims when the guard gave up)."""
+        record = await _explain(service, body.subject, body.id, body.question)
+        return _json_response(record)
+
+    @router.post("/v1/chat", response_model=ExplanationResponse, responses=_EXPLAIN_ERRORS)
+    async def chat(body: ChatRequest) -> Response:
+        """Answer one message of a trade-review chat; the session keeps its history."""
+        explainer = service.explaining
+        return _json_response(await _answer(lambda: explainer.chat(body.session_id, body.message)))
+
     @router.get("/v1/signals/{symbol:path}", response_model=SignalResponse, responses=_ERRORS)
     async def signal(
         symbol: str, account: Annotated[str | None, _ACCOUNT_QUERY] = None
@@ -494,69 +559,12 @@ def _routes(service: _Service) -> APIRouter:
     @router.get("/v1/models", response_model=ModelsResponse, responses=_ERRORS)
     async def models() -> ModelsResponse:
         """Per family, the champion served (registry version, features, its recorded metrics)."""
-        champions = service.live.champions
-        families = []
-        for family in FAMILIES:
-            champion = champions.get(family)
-            if champion is None:
-                families.append(
-                    ModelFamilyOut(
-                        family=family, registered_model=REGISTERED_MODELS[family], present=False
-                    )
-                )
-                continue
-            tags = await service.version_tags(champion.model, champion.version)
-            families.append(
-                ModelFamilyOut(
-                    family=family,
-                    registered_model=champion.model,
-                    present=True,
-                    alias=CHAMPION,
-                    version=champion.version,
-                    feature_service=champion.feature_service,
-                    features=list(champion.features),
-                    reported_metrics=_json_tag(tags, ModelTag.REPORTED_METRICS),
-                    selection_metrics=_json_tag(tags, ModelTag.SELECTION_METRICS),
-                )
-            )
-        return ModelsResponse(families=families)
+        return await _models(service)
 
     @router.get("/v1/portfolio", response_model=PortfolioResponse, responses=_ERRORS)
     async def portfolio(account: Annotated[str | None, _ACCOUNT_QUERY] = None) -> PortfolioResponse:
         """The account's paper book, its latest equity mark and its risk gate."""
-        engine = service.live
-        account = service.account(account)
-        broker, gate = engine.account_state(account)
-        marks = engine.store.marks(account, limit=1)
-        mark = marks[-1] if marks else None
-        positions: list[PositionOut] = []
-        equity = cash = engine.execution.initial_equity
-        realized = unrealized = 0.0
-        if broker is not None:
-            pending = broker.pending_orders()
-            positions = [
-                PositionOut(symbol=s, units=u, pending_order_units=pending.get(s))
-                for s, u in broker.units().items()
-            ]
-            snapshot = broker.to_snapshot()
-            equity, cash = broker.equity, snapshot["cash"]
-            realized, unrealized = snapshot["realized"], snapshot["unrealized"]
-        if mark is not None:
-            cash, realized, unrealized = mark.cash, mark.realized, mark.unrealized
-        service.metrics.observe_trading_state(account, gate.state)
-        return PortfolioResponse(
-            account=account,
-            opened=broker is not None,
-            last_bar_open=None if broker is None else broker.last_bar_open,
-            equity=_finite(equity),
-            cash=_finite(cash),
-            realized=_finite(realized),
-            unrealized=_finite(unrealized),
-            positions=positions,
-            latest_mark=None if mark is None else LatestMark(**_finite(_mark_fields(mark))),
-            trading_state=gate.state,
-            gate=_gate_out(gate),
-        )
+        return _portfolio(service, account)
 
     @router.post(
         "/v1/admin/reload",
@@ -653,6 +661,73 @@ def _routes(service: _Service) -> APIRouter:
     return router
 
 
+async def _models(service: _Service) -> ModelsResponse:
+    """Per family, the champion served (``GET /v1/models``, the review page's status bar)."""
+    champions = service.live.champions
+    families = []
+    for family in FAMILIES:
+        champion = champions.get(family)
+        if champion is None:
+            families.append(
+                ModelFamilyOut(
+                    family=family, registered_model=REGISTERED_MODELS[family], present=False
+                )
+            )
+            continue
+        tags = await service.version_tags(champion.model, champion.version)
+        families.append(
+            ModelFamilyOut(
+                family=family,
+                registered_model=champion.model,
+                present=True,
+                alias=CHAMPION,
+                version=champion.version,
+                feature_service=champion.feature_service,
+                features=list(champion.features),
+                reported_metrics=_json_tag(tags, ModelTag.REPORTED_METRICS),
+                selection_metrics=_json_tag(tags, ModelTag.SELECTION_METRICS),
+            )
+        )
+    return ModelsResponse(families=families)
+
+
+def _portfolio(service: _Service, requested: str | None) -> PortfolioResponse:
+    """The account's paper book, latest mark and gate (``GET /v1/portfolio``, the status bar)."""
+    engine = service.live
+    account = service.account(requested)
+    broker, gate = engine.account_state(account)
+    marks = engine.store.marks(account, limit=1)
+    mark = marks[-1] if marks else None
+    positions: list[PositionOut] = []
+    equity = cash = engine.execution.initial_equity
+    realized = unrealized = 0.0
+    if broker is not None:
+        pending = broker.pending_orders()
+        positions = [
+            PositionOut(symbol=s, units=u, pending_order_units=pending.get(s))
+            for s, u in broker.units().items()
+        ]
+        snapshot = broker.to_snapshot()
+        equity, cash = broker.equity, snapshot["cash"]
+        realized, unrealized = snapshot["realized"], snapshot["unrealized"]
+    if mark is not None:
+        cash, realized, unrealized = mark.cash, mark.realized, mark.unrealized
+    service.metrics.observe_trading_state(account, gate.state)
+    return PortfolioResponse(
+        account=account,
+        opened=broker is not None,
+        last_bar_open=None if broker is None else broker.last_bar_open,
+        equity=_finite(equity),
+        cash=_finite(cash),
+        realized=_finite(realized),
+        unrealized=_finite(unrealized),
+        positions=positions,
+        latest_mark=None if mark is None else LatestMark(**_finite(_mark_fields(mark))),
+        trading_state=gate.state,
+        gate=_gate_out(gate),
+    )
+
+
 def _json_tag(tags: Mapping[str, str], key: str) -> dict[str, Any] | None:
     """A version's JSON tag as a mapping (None when absent or not a JSON object)."""
     raw = tags.get(key)
@@ -689,6 +764,27 @@ def _mark_fields(mark: Any) -> dict[str, Any]:
 # --- the app ------------------------------------------------------------------------------------
 
 
+def _review_backend(service: _Service) -> ReviewBackend:
+    """What the review page reads: the service's own store, paging, book, models, explainer."""
+
+    def page(**filters: Any) -> dict[str, Any]:
+        return _page(service.live.store, account=service.account(None), **filters)
+
+    async def explain(subject: ExplainSubject, subject_id: str) -> dict[str, Any]:
+        return await _explain(service, subject, subject_id, None)
+
+    return ReviewBackend(
+        settings=service.settings,
+        store=lambda: service.live.store,
+        account=lambda: service.account(None),
+        page=page,
+        portfolio=lambda: _portfolio(service, None),
+        models=lambda: _models(service),
+        explain=explain,
+        has_explainer=lambda: service.explainer is not None,
+    )
+
+
 async def _reload_forever(service: _Service) -> None:
     """Poll the registry's aliases every ``reload_interval_s``; a failure keeps the old models."""
     while True:
@@ -709,12 +805,15 @@ def create_app(
     *,
     engine: DecisionEngine | None = None,
     clock: Clock | None = None,
+    explainer: Explainer | None = None,
 ) -> FastAPI:
     """The decision service over ``engine`` (default: built from ``settings`` at start-up and
-    closed at shutdown); ``clock`` gives the ``now`` of every decision (default: UTC now)."""
+    closed at shutdown); ``clock`` gives the ``now`` of every decision (default: UTC now);
+    ``explainer`` answers ``/v1/explain``, ``/v1/chat`` and the review page's explanations
+    (None: those answer 503)."""
     if settings is None:
         settings = engine.settings if engine is not None else load_settings()
-    service = _Service(settings, engine, clock or _utc_now)
+    service = _Service(settings, engine, clock or _utc_now, explainer)
     owned = engine is None
 
     @contextlib.asynccontextmanager
@@ -739,6 +838,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(_routes(service))
+    add_review_page(app, _review_backend(service))
     exporter = make_asgi_app(registry=service.metrics.registry)
     # `/metrics` itself (Prometheus' default path, no redirect), and the mount for `/metrics/`
     app.router.routes.append(

@@ -24,12 +24,16 @@ __all__ = [
     "AdminResetRequest",
     "BatchDecisionRequest",
     "BatchDecisionResponse",
+    "ChatRequest",
     "DecisionFields",
     "DecisionPage",
     "DecisionRecord",
     "DecisionRequest",
     "DecisionResponse",
     "ErrorResponse",
+    "ExplainRequest",
+    "ExplanationAnswer",
+    "ExplanationResponse",
     "GateResponse",
     "GateStatusOut",
     "HealthResponse",
@@ -104,6 +108,21 @@ class AdminResetRequest(_Request):
     """Operator reset of an account's risk gate (ends a drawdown episode or breaker halt)."""
 
     account: AccountName | None = None
+
+
+class ExplainRequest(_Request):
+    """Explain a decision or an anomaly (``id``: its id) or the market (``id``: a symbol)."""
+
+    subject: Literal["decision", "anomaly", "market"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+class ChatRequest(_Request):
+    """One message of a trade-review chat; the same ``session_id`` continues a conversation."""
+
+    session_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    message: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
 class _Record(BaseModel):
@@ -229,6 +248,34 @@ class AnomalyPage(BaseModel):
     """Anomalies, newest bar first."""
 
     anomalies: list[AnomalyRecord]
+
+
+class ExplanationAnswer(_Record):
+    """The structured answer: each citation names a tool call id and a field of its output."""
+
+    summary: str
+    drivers: list[str]
+    risk_notes: list[str]
+    citations: list[dict[str, str]]
+
+
+class ExplanationResponse(_Record):
+    """An explainer's answer as stored: who answered (``offline`` without an LLM), whether every
+    number and name was grounded in a tool's output (else ``failed_claims``), the trace id."""
+
+    id: str
+    subject: Literal["decision", "anomaly", "market", "chat"]
+    subject_id: str
+    question: str
+    answer: ExplanationAnswer
+    model: str
+    grounded: bool
+    failed_claims: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    trace_id: str | None
+    created_at: str
 
 
 class SignalResponse(BaseModel):

@@ -498,12 +498,13 @@ def serve(
     ] = 1,
 ) -> None:
     """The online decision service over HTTP (FastAPI on uvicorn): decisions, signals, models,
-    the paper portfolio, admin (SEXTANT_ADMIN_TOKEN), /healthz, /readyz, /metrics, /docs."""
+    the paper portfolio, explanations and chat (/v1/explain, /v1/chat), the trade-review page
+    (/review), admin (SEXTANT_ADMIN_TOKEN), /healthz, /readyz, /metrics, /docs."""
     settings = _settings()
     import uvicorn
 
     uvicorn.run(
-        "serving.app:app_from_env",
+        "sextant.cli.service_app:app_with_explainer",
         factory=True,
         host=host,
         port=port,
