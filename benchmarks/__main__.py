@@ -7,7 +7,17 @@ import sys
 
 # suite name -> module with `run() -> list[Figure]`; imported lazily so one broken suite
 # cannot hide the others' figures
-SUITES = ("ingest", "ta", "features", "online", "backtest", "models", "serving", "monitoring")
+SUITES = (
+    "ingest",
+    "ta",
+    "features",
+    "online",
+    "backtest",
+    "models",
+    "serving",
+    "monitoring",
+    "explain",
+)
 
 
 def main(argv: list[str]) -> int:
