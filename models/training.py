@@ -5,6 +5,8 @@ walk-forward CV (out-of-fold predictions and per-fold metrics), the incumbent ch
 configuration replayed on the very same folds (so promotion compares like with like), the final
 fit on every row, ONNX export, parity and latency checks, and only then registration as
 ``challenger``. A failure at any step marks the MLflow run failed and registers nothing.
+XGBoost's version also names its booster in xgboost's own format (tag ``native_model``): the
+served trees with their covers, for exact TreeSHAP in explanations; serving runs the ONNX graph.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from models.spans import (
     span_text,
 )
 from models.tracking import EXPERIMENTS, Tracking, git_commit
-from models.xgb import XgbConfig, XgbDirectionModel
+from models.xgb import NATIVE_MODEL_FILE, XgbConfig, XgbDirectionModel
 from sextant.config import (
     Names,
     NonNegativeInt,
@@ -448,6 +450,10 @@ def _train_direction(
             family=family, data=data, oof=evaluation.oof, label_horizon=config.horizon
         )
     )
+    # XGBoost: the served trees in xgboost's own format, for exact TreeSHAP in explanations
+    native: dict[str, str] = {}
+    if isinstance(final, XgbDirectionModel):
+        native[ModelTag.NATIVE_MODEL] = _log_native_model(final)
 
     baseline = {
         "name": evaluation.baseline.name,
@@ -476,6 +482,7 @@ def _train_direction(
             ModelTag.BASELINE: json.dumps(baseline),
             ModelTag.CALIBRATION: json.dumps(calibrator.to_dict()),
             ModelTag.DRIFT_REFERENCE: drift_reference,
+            **native,
             ModelTag.CHAMPION_REPLAY_METRICS: json.dumps(
                 evaluation.champion_metrics.get(SELECTION, {})
             ),
@@ -535,6 +542,21 @@ def _folds_hash(data: DirectionDataset, folds: Sequence[Fold]) -> str:
         for f in folds
     ]
     return config_hash({"service": data.feature_service, "folds": spec})
+
+
+def _log_native_model(model: XgbDirectionModel) -> str:
+    """Log the booster in XGBoost's own format in the active run; returns its artifact path.
+
+    The ONNX graph keeps the trees but not their covers, which TreeSHAP weighs paths with;
+    explanations (`agents.tools.contributions`) load this file, serving never does.
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / NATIVE_MODEL_FILE
+        path.write_bytes(model.native_model())
+        mlflow.log_artifact(str(path))
+    return NATIVE_MODEL_FILE
 
 
 def _log_frame(frame: pd.DataFrame, name: str) -> None:

@@ -6,6 +6,8 @@ default direction per split; the ONNX converter carries that direction into the 
 on the latest ``validation_fraction`` of the training timestamps (``models.direction_rows``), and
 the booster is cut to its best iteration, so ``predict_proba`` and the ONNX graph use the same
 trees. Those tail rows are not refitted afterwards: the trees are the ones early stopping chose.
+``native_model`` is that same cut booster in XGBoost's own format (UBJSON), trees with their
+covers: training logs it beside the graph so explanations run TreeSHAP on exactly these trees.
 """
 
 from __future__ import annotations
@@ -42,12 +44,20 @@ from sextant.errors import ModelUnavailableError
 if TYPE_CHECKING:
     import xgboost
 
-__all__ = ["INPUT_FEATURES", "OUTPUT_P_UP", "XgbConfig", "XgbDirectionModel"]
+__all__ = [
+    "INPUT_FEATURES",
+    "NATIVE_MODEL_FILE",
+    "OUTPUT_P_UP",
+    "XgbConfig",
+    "XgbDirectionModel",
+]
 
 INPUT_FEATURES = "features"
 OUTPUT_P_UP = "p_up"
 # onnxmltools 1.16 converts XGBoost for default-domain opsets up to 15 (it refuses 17)
 _ONNX_OPSET = 15
+# the artifact name, in the training run, of `XgbDirectionModel.native_model()`
+NATIVE_MODEL_FILE = "xgb_booster.ubj"
 
 
 class XgbConfig(SextantConfig):
@@ -174,6 +184,15 @@ class XgbDirectionModel:
         )
         onnx.checker.check_model(model, full_check=True)
         return model
+
+    def native_model(self) -> bytes:
+        """The fitted booster (cut to its best iteration) in XGBoost's UBJSON model format.
+
+        What ``xgboost.Booster().load_model(bytearray(...))`` reads back: the same trees, split
+        conditions, default directions, leaf values, base score and covers (hessian sums), so
+        its predictions and TreeSHAP are those of this model.
+        """
+        return bytes(self._require_fitted().booster.save_raw("ubj"))
 
     def onnx_inputs(
         self, data: DirectionDataset, idx: IndexArray

@@ -80,3 +80,6 @@ class ModelTag:
     # artifact path, in the version's run, of its drift reference (`models.drift_reference`):
     # training rows' feature bins, reported-span output and calibration, read by the monitor
     DRIFT_REFERENCE: Final = "drift_reference"
+    # XGBoost: artifact path, in the version's run, of the served booster in xgboost's own format
+    # (`models.xgb.NATIVE_MODEL_FILE`), read for exact TreeSHAP; serving reads the ONNX graph
+    NATIVE_MODEL: Final = "native_model"

@@ -23,7 +23,7 @@ from features.ingest.store import MarketStore
 from models.registry import PromotionPolicy, promote, read_ledger
 from models.tracking import Tracking
 from models.training import FamilyReport, TrainConfig, train_models
-from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS
+from sextant.contracts import CHALLENGER, CHAMPION, REGISTERED_MODELS, ModelTag
 from sextant.errors import DataValidationError
 from sextant.settings import Settings, load_settings
 
@@ -91,6 +91,50 @@ def test_every_family_has_a_run_metrics_and_a_challenger(trained: Trained) -> No
     fitted, sampled = json.loads(garch.tags["fit_range"]), json.loads(garch.tags["parity_sample"])
     for symbol, span in sampled.items():
         assert span.split(" .. ")[0] > fitted[symbol].split(" .. ")[1]
+
+
+def test_xgb_version_names_its_native_booster_which_is_the_served_model(trained: Trained) -> None:
+    import mlflow
+    import numpy as np
+    import xgboost
+
+    from models.calibration import Calibrator
+
+    client = trained.client
+    xgb = trained.reports["xgb"]
+    version = client.get_model_version(REGISTERED_MODELS["xgb"], xgb.model_version)
+
+    path = version.tags[ModelTag.NATIVE_MODEL]
+
+    assert path == "xgb_booster.ubj"
+    assert path in {a.path for a in client.list_artifacts(xgb.run_id)}
+    booster = xgboost.Booster()
+    booster.load_model(
+        bytearray(Path(trained.tracking.download(run_id=xgb.run_id, path=path)).read_bytes())
+    )
+    # the served model's trees: cut to the best iteration, on the version's feature list
+    params = client.get_run(xgb.run_id).data.params
+    assert booster.num_boosted_rounds() == int(params["final.n_trees"])
+    assert booster.num_features() == len(json.loads(version.tags[ModelTag.FEATURES]))
+    # through the version's calibrator it gives the registered graph's recorded output on the
+    # logged input example (the graph's probe, within the parity bound training enforced)
+    model_dir = trained.tracking.download(
+        uri=f"models:/{REGISTERED_MODELS['xgb']}/{xgb.model_version}"
+    )
+    example = mlflow.models.Model.load(model_dir).load_input_example(model_dir)
+    assert isinstance(example, dict)
+    rows = np.asarray(example["features"], dtype=np.float32)
+    margin = booster.predict(xgboost.DMatrix(rows, missing=np.nan), output_margin=True)
+    calibrator = Calibrator.from_dict(json.loads(version.tags[ModelTag.CALIBRATION]))
+    p_up = calibrator.apply(1.0 / (1.0 + np.exp(-margin.astype(np.float64))))
+    probe = json.loads(version.tags[ModelTag.PROBE_OUTPUT])
+    np.testing.assert_allclose(p_up, probe, atol=1e-5 * (1 + calibrator.max_slope))
+    # the other families keep their graphs only
+    for family in ("lstm", "garch"):
+        other = client.get_model_version(
+            REGISTERED_MODELS[family], trained.reports[family].model_version
+        )
+        assert ModelTag.NATIVE_MODEL not in other.tags
 
 
 def test_out_of_fold_predictions_cover_only_test_blocks(trained: Trained) -> None:

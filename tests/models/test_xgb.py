@@ -97,6 +97,32 @@ def test_nan_features_follow_the_same_branches_in_onnx(xgb_planted: FittedDirect
     assert np.ptp(native[-5:]) == 0.0  # every all-NaN row takes the same default path
 
 
+def test_native_model_is_the_fitted_booster_with_its_trees_and_covers(
+    xgb_planted: FittedDirection,
+) -> None:
+    import xgboost
+
+    fitted = xgb_planted
+    assert isinstance(fitted.model, XgbDirectionModel)
+    booster = xgboost.Booster()
+
+    booster.load_model(bytearray(fitted.model.native_model()))
+
+    assert booster.num_boosted_rounds() == fitted.model.params()["n_trees"]
+    rows = fitted.data.X[fitted.test]
+    assert np.isnan(rows).any()  # default directions read back too
+    matrix = xgboost.DMatrix(rows, missing=np.nan)
+    np.testing.assert_array_equal(
+        booster.predict(matrix), fitted.model.predict_proba(fitted.data, fitted.test)
+    )
+    phi = booster.predict(matrix, pred_contribs=True)
+    margin = booster.predict(matrix, output_margin=True)
+    np.testing.assert_allclose(phi.astype(np.float64).sum(axis=1), margin, atol=1e-5)
+    # the covers are there: every split node of every tree weighs some training hessian
+    trees = booster.trees_to_dataframe()
+    assert (trees["Cover"] > 0).all()
+
+
 def test_same_data_config_and_seed_give_identical_predictions_on_two_threads() -> None:
     # Arrange: the default thread count (row and column subsampling both draw from the seed)
     config = TEST_XGB.replace(n_estimators=40, n_jobs=2)
@@ -183,6 +209,8 @@ def test_unfitted_model_is_unavailable() -> None:
         model.predict_proba(data, np.arange(10, dtype=np.intp))
     with pytest.raises(ModelUnavailableError, match="xgb: the model is not fitted"):
         model.to_onnx()
+    with pytest.raises(ModelUnavailableError, match="xgb: the model is not fitted"):
+        model.native_model()
     assert "best_iteration" not in model.params()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +17,13 @@ import pytest
 
 from agents.tools.base import ToolArgumentError
 from agents.tools.context import Evidence, UnknownRecordError
-from agents.tools.contributions import rebuild_booster, registered_graph, vector_at
+from agents.tools.contributions import native_booster, vector_at
 from agents.tools.registry import READ_ONLY_TOOLS, TOOL_NAMES, UnknownToolError, tool_by_name
+from models.calibration import Calibrator
+from models.tracking import Tracking
 from serving.decisions_store import DecisionsStore
 from serving.paper_account import account_report
+from sextant.contracts import ModelTag
 from sextant.errors import UnknownSymbolError
 from sextant.settings import load_settings
 from tests.agents.tools.evidence_home import (  # noqa: F401  (the session fixture)
@@ -176,47 +180,86 @@ def test_risk_checks_are_the_records_checks_with_the_gates_verdict(
 # --- contributions ----------------------------------------------------------------------------
 
 
-def test_contributions_sum_with_the_bias_to_the_models_margin_and_match_the_served_output(
+def _logged_booster(evidence: Evidence, version: str) -> Any:
+    """The version's native booster read straight from its run (not through the tool's cache)."""
+    import xgboost
+
+    registered = evidence.registry.get_model_version("sextant-xgb", version)
+    path = registered.tags[ModelTag.NATIVE_MODEL]
+    assert registered.run_id is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(evidence.registry.download_artifacts(registered.run_id, path, tmp)).read_bytes()
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(raw))
+    return booster
+
+
+def test_contributions_sum_with_the_bias_to_the_native_margin_and_match_the_served_output(
     evidence: Evidence,
     evidence_home: EvidenceHome,  # noqa: F811
 ) -> None:
+    import xgboost
+
     for symbol in (BTC, ETH):
         ident = latest_id(evidence_home, symbol)
         record = run(evidence, "get_decision", decision_id=ident)
+        version = record["model_versions"]["xgb"]
 
         out = run(evidence, "decision_contributions", decision_id=ident, top=200)
 
-        assert out["available"] is True and out["model_version"] == record["model_versions"]["xgb"]
+        assert out["available"] is True and out["model_version"] == version
+        assert "xgb_booster.ubj" in out["method"]
         total = sum(c["contribution"] for c in out["contributions"]) + out["bias"]
         assert len(out["contributions"]) == out["n_features"] == 50
-        assert total == pytest.approx(out["margin"], abs=1e-5)  # TreeSHAP: local accuracy
+        # TreeSHAP's local accuracy: float32 contributions summed in float64
+        assert total == pytest.approx(out["margin"], abs=1e-5)
+        # the margin is the logged booster's own on the row online at the decision's bar
+        assert out["features_as_of"] == record["ts"]
+        model = native_booster(evidence, version)
+        found = vector_at(
+            evidence,
+            model.feature_service,
+            model.features,
+            symbol,
+            datetime.fromisoformat(record["ts"]),
+        )
+        assert found is not None
+        row = xgboost.DMatrix(found[1].astype(np.float32).reshape(1, -1), missing=np.nan)
+        booster = _logged_booster(evidence, version)
+        assert out["margin"] == float(booster.predict(row, output_margin=True)[0])
+        # sigmoid, then the version's calibrator: the served graph's recorded P(up)
         assert out["p_up_raw"] == pytest.approx(1 / (1 + math.exp(-out["margin"])), abs=1e-12)
-        # the rebuilt model on the row read back reproduces what the served ONNX graph recorded
-        assert out["check"]["matches"] is True
+        calibration = json.loads(
+            evidence.registry.get_model_version("sextant-xgb", version).tags[ModelTag.CALIBRATION]
+        )
+        calibrated = Calibrator.from_dict(calibration).apply(np.array([out["p_up_raw"]]))[0]
+        assert out["p_up"] == calibrated
         assert out["p_up"] == pytest.approx(record["models"]["p_xgb"], abs=1e-5)
-        assert out["features_as_of"] == record["ts"]  # the row online at the decision's bar
+        assert out["check"]["matches"] is True and out["check"]["tolerance"] >= 1e-5
         magnitudes = [abs(c["contribution"]) for c in out["contributions"]]
         assert magnitudes == sorted(magnitudes, reverse=True)
         top = run(evidence, "decision_contributions", decision_id=ident, top=3)
         assert top["contributions"] == out["contributions"][:3]
 
 
-def test_the_rebuilt_booster_equals_the_registered_onnx_graph_on_many_rows(
+def test_the_native_booster_equals_the_registered_onnx_graph_on_many_rows(
     evidence: Evidence,
     evidence_home: EvidenceHome,  # noqa: F811
 ) -> None:
+    import onnx
     import onnxruntime
     import pyarrow.dataset as ds
     import xgboost
 
     settings = load_settings(home=evidence_home.settings.paths.home)
-    model = rebuild_booster(evidence, "1")
+    model = native_booster(evidence, "1")
     path = settings.paths.features_dir / "xgb_direction_v1_vector.parquet"
     table = ds.dataset(path, format="parquet").to_table(columns=["vector"])
     rows = np.asarray(table.column("vector").to_pylist()[-400:], dtype=np.float32)
     assert np.isnan(rows).any()  # the default (missing-value) directions are exercised too
     # the registered graph of version 1, as the service runs it
-    graph = registered_graph(evidence, evidence.registry.get_model_version("sextant-xgb", "1"))
+    local = Path(Tracking.from_settings(settings).download(uri="models:/sextant-xgb/1"))
+    graph = onnx.load(str(local / "model.onnx"))
     session = onnxruntime.InferenceSession(
         graph.SerializeToString(), providers=["CPUExecutionProvider"]
     )
@@ -225,9 +268,10 @@ def test_the_rebuilt_booster_equals_the_registered_onnx_graph_on_many_rows(
     margin = model.booster.predict(xgboost.DMatrix(rows, missing=np.nan), output_margin=True)
     assert model.calibrator is not None
     got = model.calibrator.apply(1 / (1 + np.exp(-margin.astype(np.float64))))
-    np.testing.assert_allclose(got, expected, atol=2e-5)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert model.match_tolerance >= 1e-5
     phi = model.booster.predict(xgboost.DMatrix(rows[:50], missing=np.nan), pred_contribs=True)
-    np.testing.assert_allclose(phi.sum(axis=1), margin[:50], atol=1e-5)
+    np.testing.assert_allclose(phi.astype(np.float64).sum(axis=1), margin[:50], atol=1e-5)
 
 
 def test_contributions_are_cached_and_read_no_row_after_the_decision(
@@ -238,10 +282,62 @@ def test_contributions_are_cached_and_read_no_row_after_the_decision(
     first = run(evidence, "decision_contributions", decision_id=ident)
     again = run(evidence, "decision_contributions", decision_id=ident)
     assert again == first and first["check"]["matches"] is True
-    model = rebuild_booster(evidence, "1")
+    model = native_booster(evidence, "1")
+    assert native_booster(evidence, "1") is model  # downloaded once per version
     at = datetime.fromisoformat(first["ts"])
     found = vector_at(evidence, model.feature_service, model.features, BTC, at)
     assert found is not None and found[0] == at  # later rows exist, the bar's own is read
+
+
+def _registry_copy(home: EvidenceHome, target: Path) -> Evidence:
+    """A home holding copies of the decisions store, the MLflow registry (artifacts shared) and
+    the xgb vector table."""
+    source = home.settings.paths.home
+    for folder in ("mlflow", "features"):
+        (target / folder).mkdir(parents=True)
+    for name in ("decisions.sqlite", "features/xgb_direction_v1_vector.parquet"):
+        shutil.copy2(source / name, target / name)
+    shutil.copy2(source / "mlflow" / "mlflow.db", target / "mlflow" / "mlflow.db")
+    return Evidence(load_settings(home=target), account=ACCOUNT)
+
+
+def test_a_version_registered_without_its_native_booster_has_no_contributions_and_says_why(
+    evidence_home: EvidenceHome,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ident = latest_id(evidence_home)
+    with _registry_copy(evidence_home, tmp_path / "home") as evidence:
+        version = run(evidence, "get_decision", decision_id=ident)["model_versions"]["xgb"]
+        assert run(evidence, "decision_contributions", decision_id=ident)["available"] is True
+        # as a version trained before the booster was logged: no tag
+        evidence.registry.delete_model_version_tag("sextant-xgb", version, ModelTag.NATIVE_MODEL)
+        evidence.cache.clear()
+
+        out = run(evidence, "decision_contributions", decision_id=ident)
+
+        reason = out["reason"]
+        assert out["available"] is False and "contributions" not in out
+        assert f"sextant-xgb version {version} was registered without its native booster" in reason
+        # a tag naming an artifact the run does not hold: unavailable, the artifact named
+        evidence.registry.set_model_version_tag(
+            "sextant-xgb", version, ModelTag.NATIVE_MODEL, "missing.ubj"
+        )
+        evidence.cache.clear()
+        missing = run(evidence, "decision_contributions", decision_id=ident)
+        assert missing["available"] is False and "'missing.ubj'" in missing["reason"]
+        # the booster back, the vector table gone: unavailable, the table named
+        evidence.registry.set_model_version_tag(
+            "sextant-xgb", version, ModelTag.NATIVE_MODEL, "xgb_booster.ubj"
+        )
+        (tmp_path / "home" / "features" / "xgb_direction_v1_vector.parquet").unlink()
+        evidence.cache.clear()
+        no_table = run(evidence, "decision_contributions", decision_id=ident)
+        assert no_table["available"] is False
+        assert "no packed vector table" in no_table["reason"]
+    # the shared registry still names the booster
+    with Evidence(evidence_home.settings, account=ACCOUNT) as shared:
+        tags = shared.registry.get_model_version("sextant-xgb", version).tags
+        assert tags[ModelTag.NATIVE_MODEL] == "xgb_booster.ubj"
 
 
 def test_a_decision_served_without_xgboost_has_no_contributions_and_says_why(
