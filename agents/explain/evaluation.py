@@ -141,11 +141,13 @@ def evaluate_explanations(
         return one
 
     tracking = Tracking.from_settings(settings)
-    with tracking.fluent():
-        mlflow.set_experiment(EXPERIMENT)
-        with mlflow.start_run(run_name=f"explanations-{model}") as run:
-            mlflow.log_params({"model": model, "decisions": len(rows), "account": chosen})
-            result = mlflow.genai.evaluate(data=rows, scorers=[_score(n) for n in SCORERS])
-            run_id = run.info.run_id
+    experiment_id = tracking.experiment_id(EXPERIMENT)
+    # the run names its experiment: mlflow.set_experiment would leave MLFLOW_EXPERIMENT_ID set in
+    # this process's environment (and in every process it starts)
+    name = f"explanations-{model}"
+    with tracking.fluent(), mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+        mlflow.log_params({"model": model, "decisions": len(rows), "account": chosen})
+        result = mlflow.genai.evaluate(data=rows, scorers=[_score(n) for n in SCORERS])
+        run_id = run.info.run_id
     metrics = {k: float(v) for k, v in result.metrics.items()}
     return EvaluationReport(run_id, EXPERIMENT, model, len(rows), metrics, failures)

@@ -60,3 +60,15 @@ def test_the_evaluation_run_is_logged_with_its_metrics(evidence_home: EvidenceHo
     assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
     assert run.data.metrics["numbers_grounded/mean"] == 1.0
     assert run.data.params["decisions"] == "4"
+
+
+def test_the_evaluation_leaves_no_mlflow_state_in_the_environment(
+    evidence_home: EvidenceHome,
+) -> None:
+    import os
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+    evaluate_explanations(evidence_home.settings, limit=1, account=ACCOUNT)
+
+    assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == before
