@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features.ingest.store import MarketStore
 from flows.backtest import backtest_flow
+from flows.explain import explain_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.monitor import monitor_flow
@@ -34,7 +35,8 @@ def data_status(home: str | None = None) -> list[dict[str, Any]]:
 @flow(name="pipeline")
 def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Ingest the sample, report the store, build + materialize features, train, promote, decide
-    the latest bar on the paper account, monitor the bars for anomalies and drift, backtest."""
+    the latest bar on the paper account, monitor the bars for anomalies and drift, explain the
+    decisions, backtest."""
     ingested = ingest_flow(source="sample", home=home)
     status = data_status(home)
     built = features_flow(home=home)
@@ -43,6 +45,7 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
     # promoted (the sample ends in 2024, so by the clock its bar is decided STALE_FEATURES, flat)
     traded = trade_flow(home=home)
     monitored = monitor_flow(home=home)
+    explained = explain_flow(home=home)
     study = backtest_flow(home=home)
     return {
         "ingest": ingested,
@@ -71,6 +74,8 @@ def pipeline_flow(home: str | None = None) -> dict[str, list[dict[str, Any]]]:
             {"kind": kind, "found": count} for kind, count in monitored["by_kind"].items()
         ]
         or [{"kind": "-", "found": 0}],
+        "explain (latest decisions; `sextant explain ID`, `sextant chat`)": explained
+        or [{"decision": "-", "summary": "no decision to explain"}],
         "backtest (reported period " + list(study["periods"].values())[-1] + ")": [
             {"strategy": name, **{k: round(float(m[k]), 4) for k in BACKTEST_COLUMNS}}
             for name, m in study["metrics"].items()

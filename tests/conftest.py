@@ -38,6 +38,11 @@ def _loopback_only(self: socket.socket, address: object) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     disable_telemetry()
     socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+    # no LLM unless a test starts its own loopback one: a developer's OPENAI_* (environment or
+    # .env; an empty variable wins over .env and reads as unset) must not turn offline tests,
+    # or the CLIs they start, into LLM calls
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        os.environ[name] = ""
 
 
 @pytest.fixture

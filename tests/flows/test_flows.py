@@ -115,6 +115,9 @@ def test_pipeline_runs_the_whole_chain_on_the_sample(fast_retries: Path) -> None
     promotions = table("promote")
     assert {d["family"] for d in promotions} == {"garch", "xgb", "lstm"}
     assert all("estimate=" in d["detail"] for d in promotions if d["reason"] != "LATENCY_BUDGET")
+    explained = table("explain (latest decisions")
+    assert [r["symbol"] for r in explained] == ["BTC/USDT", "ETH/USDT"]
+    assert all(r["model"] == "offline" and r["grounded"] and r["citations"] for r in explained)
     (report,) = summary["backtest report"]
     html = Path(report["html"]).read_text(encoding="utf-8")
     assert report["dsr_trials"] > 0 and f"trials: {report['dsr_trials']}" in html

@@ -183,7 +183,7 @@ def _cli(home: EvidenceHome, *args: str) -> subprocess.CompletedProcess[str]:
         "SEXTANT_PAPER_ACCOUNT": ACCOUNT,
     }
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
-        env.pop(name, None)
+        env[name] = ""  # offline (an empty variable also hides a .env value)
     return subprocess.run(
         [sys.executable, "-m", "sextant.cli", *args],
         cwd=REPO,
@@ -212,3 +212,47 @@ def test_the_cli_explains_a_decision_and_chats_offline(evidence_home: EvidenceHo
     assert answer["subject"] == "chat" and answer["grounded"] is True
     assert text.returncode == 0 and "offline, grounded" in text.stdout
     assert neither.returncode != 0 and "exactly one" in neither.stderr
+
+
+@pytest.mark.slow
+def test_with_openai_base_url_the_cli_answers_through_the_agent_and_traces_in_mlflow(
+    evidence_home: EvidenceHome, server: LoopbackOpenAI
+) -> None:
+    import mlflow
+
+    decision = evidence_home.decisions[("ETH/USDT", evidence_home.last_close)]
+    with DecisionsStore.open(evidence_home.settings.paths.decisions_db, readonly=True) as store:
+        record = store.get(decision)
+    assert record is not None
+    answer = {
+        "summary": f"ETH/USDT: {record['action']} at price {float(record['price']):.2f}.",
+        "drivers": [],
+        "risk_notes": [],
+        "citations": [{"tool_call_id": "call_7", "field": "price"}],
+    }
+    server.script(ToolCalls((("call_7", "get_decision", {"decision_id": decision}),)),
+                  Answer(answer))  # fmt: skip
+    env = {
+        **os.environ,
+        "SEXTANT_HOME": str(evidence_home.settings.paths.home),
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-loopback-cli-key",
+        "SEXTANT_LLM_MODEL": server.model,
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sextant.cli", "explain", decision, "--question", "Why ETH?",
+         "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["model"] == server.model and got["grounded"] is True
+    assert got["answer"]["summary"] == answer["summary"] and got["trace_id"]
+    assert "sk-loopback-cli-key" not in done.stdout + done.stderr
+    assert server.headers[0].get("authorization") == "Bearer sk-loopback-cli-key"
+    client = mlflow.MlflowClient(tracking_uri=evidence_home.settings.tracking_uri)
+    trace = client.get_trace(got["trace_id"])
+    names = [span.name for span in trace.data.spans]
+    assert "sextant.explain" in names and any("get_decision" in n for n in names)
