@@ -176,14 +176,14 @@ def explain_decision(
 def _decision_summary(w: _Writer, decision: ToolCall, risk: ToolCall) -> str:
     out = decision.output
     direction = _DIRECTIONS.get(int(out.get("direction") or 0), "flat")
-    verdict = (
-        "the risk gate approved it"
-        if out.get("risk_approved")
-        else "the risk gate refused it ("
-        + ", ".join(risk.output.get("failed") or ["no code"])
-        + ")"
-    )
-    if not out.get("risk_approved"):
+    failed = list(risk.output.get("failed") or [])
+    if out.get("risk_approved") and not failed:
+        verdict = "the risk gate approved it, every check passing"
+    elif out.get("risk_approved"):  # a flat target passes even while checks fail
+        verdict = f"the risk gate approved this target although checks failed ({', '.join(failed)})"
+    else:
+        verdict = f"the risk gate refused it ({', '.join(failed) or 'no code'})"
+    if failed or not out.get("risk_approved"):
         w._cite(risk, "failed")
     return (
         f"At {w.text(decision, 'ts')} the engine decided {w.text(decision, 'action')} on "

@@ -25,6 +25,7 @@ Results are deterministic and cached in the process (``Evidence.cache``); nothin
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
@@ -63,6 +64,7 @@ FloatArray = npt.NDArray[np.float64]
 _VECTOR_TABLE = "{service}_vector.parquet"
 _FEATURES_KEY = b"sextant.features"
 DEFAULT_TOP = 10
+RECENT = pd.Timedelta(days=2)  # the span `vector_at` reads first
 
 
 class ContributionArgs(DecisionArgs):
@@ -85,7 +87,7 @@ class NativeBooster:
     run_id: str
     artifact: str  # the booster's artifact path in the run (tag ``native_model``)
 
-    @property
+    @functools.cached_property
     def match_tolerance(self) -> float:
         """How far the recomputed P(up) may lie from the served graph's: training's parity bound.
 
@@ -178,10 +180,24 @@ def vector_at(
     """The symbol's packed vector with the latest ``available_at`` at or before ``at`` (what
     was online then), or None when there is none.
 
-    The symbol's rows are read once per version of the table file (its size and modification
-    time) and kept in ``Evidence.cache``; a lookup is then a binary search.
+    First the rows of the ``RECENT`` span before ``at`` (the table's small row groups let the
+    read skip the rest of the file); when there are none (data stale for longer), the symbol's
+    whole history, read once per version of the table file (its size and modification time) and
+    kept in ``Evidence.cache``, then a binary search.
     """
     path = _vector_path(evidence, service, features)
+    moment = pd.Timestamp(at)
+    recent = ds.dataset(path, format="parquet").to_table(
+        columns=["available_at", "vector"],
+        filter=(ds.field("symbol") == symbol)
+        & (ds.field("available_at") <= moment)
+        & (ds.field("available_at") > moment - RECENT),
+    )
+    if recent.num_rows:
+        times = pd.to_datetime(recent.column("available_at").to_pandas(), utc=True)
+        last = int(np.argmax(times.to_numpy()))
+        vector = np.asarray(recent.column("vector")[last].as_py(), dtype=np.float64)
+        return times.iloc[last].to_pydatetime(), vector.reshape(len(features))
     stat = path.stat()
     key = ("vectors", str(path), str(stat.st_mtime_ns), str(stat.st_size), symbol)
     cached = evidence.cache.get(key)
