@@ -536,28 +536,36 @@ class DecisionsStore:
         expect_version: str | None = ANY_VERSION,
     ) -> Recorded:
         with self._lock:
-            con = self._con
-            if con.in_transaction:
+            if self._con.in_transaction:
                 raise RuntimeError("record() inside snapshot(): a snapshot is for reads only")
+            with self._write_transaction() as con:
+                if expect_version != ANY_VERSION:
+                    self._check_version(account, expect_version)
+                inserted = 0
+                for row in rows:
+                    if con.execute(_INSERT_DECISION, row).rowcount:
+                        inserted += 1
+                    else:
+                        self._check_replay(row)
+                # a bar replayed in full changes nothing: its state was stored with it
+                version = None
+                if state is not None and (inserted or not rows):
+                    con.execute(_UPSERT_STATE, state)
+                    con.executemany(_INSERT_MARK, marks)
+                    version = state[2]
+        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted, version=version)
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE (the write lock taken now, waiting up to the
+        busy timeout, not at the first write, where a concurrent writer would fail it), COMMIT
+        when the block ends, ROLLBACK on any error; a locked store is a typed error."""
+        with self._lock:
+            con = self._con
             try:
-                # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not at
-                # the first write, where a concurrent writer would fail the transaction
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    if expect_version != ANY_VERSION:
-                        self._check_version(account, expect_version)
-                    inserted = 0
-                    for row in rows:
-                        if con.execute(_INSERT_DECISION, row).rowcount:
-                            inserted += 1
-                        else:
-                            self._check_replay(row)
-                    # a bar replayed in full changes nothing: its state was stored with it
-                    version = None
-                    if state is not None and (inserted or not rows):
-                        con.execute(_UPSERT_STATE, state)
-                        con.executemany(_INSERT_MARK, marks)
-                        version = state[2]
+                    yield con
                     con.execute("COMMIT")
                 except BaseException:
                     if con.in_transaction:
@@ -565,7 +573,6 @@ class DecisionsStore:
                     raise
             except sqlite3.OperationalError as exc:
                 self._reraise(exc)
-        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted, version=version)
 
     def _check_version(self, account: str, expected: str | None) -> None:
         found = self._con.execute(_SELECT_STATE_VERSION, (account,)).fetchone()
@@ -604,20 +611,9 @@ class DecisionsStore:
         rows = [self._anomaly_row(r) for r in records]
         now = _now_text()
         states = [(k, _json(v, f"monitor state {k}"), now) for k, v in (state or {}).items()]
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    inserted = sum(con.execute(_INSERT_ANOMALY, row).rowcount for row in rows)
-                    con.executemany(_UPSERT_MONITOR_STATE, states)
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                self._reraise(exc)
+        with self._write_transaction() as con:
+            inserted = sum(con.execute(_INSERT_ANOMALY, row).rowcount for row in rows)
+            con.executemany(_UPSERT_MONITOR_STATE, states)
         return int(inserted)
 
     @staticmethod
@@ -687,30 +683,19 @@ class DecisionsStore:
         if self._readonly:
             raise ConfigError(f"decisions store {self._path} was opened read-only")
         row = self._explanation_row(record)
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    inserted = con.execute(_INSERT_EXPLANATION, row).rowcount
-                    if not inserted:
-                        stored = con.execute(
-                            "SELECT record FROM explanations WHERE id = ?", (row[0],)
-                        ).fetchone()[0]
-                        if orjson.loads(stored) != orjson.loads(str(row[-1])):
-                            raise RecordConflictError(
-                                f"explanation {row[0]} is already recorded with other content;"
-                                " the stored one stands",
-                                record_id=str(row[0]),
-                                origin=str(self._path),
-                            )
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                self._reraise(exc)
+        with self._write_transaction() as con:
+            inserted = con.execute(_INSERT_EXPLANATION, row).rowcount
+            if not inserted:
+                stored = con.execute(
+                    "SELECT record FROM explanations WHERE id = ?", (row[0],)
+                ).fetchone()[0]
+                if orjson.loads(stored) != orjson.loads(str(row[-1])):
+                    raise RecordConflictError(
+                        f"explanation {row[0]} is already recorded with other content;"
+                        " the stored one stands",
+                        record_id=str(row[0]),
+                        origin=str(self._path),
+                    )
         return bool(inserted)
 
     @staticmethod
