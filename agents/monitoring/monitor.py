@@ -204,9 +204,12 @@ def run_monitor(
                 None if start is None else start - cfg.history_bars * bar,
                 cfg,
             )
-        drift, figures, judged = _drift_findings(settings, store, histories, first, cfg)
+        # model drift is judged at bar closes: those of the bars evaluated here (the close at
+        # `first` itself ends the bar before, judged by the run that evaluated that bar)
+        closes_from = None if first is None else first + bar
+        drift, figures, judged = _drift_findings(settings, store, histories, closes_from, cfg)
         findings += drift
-        alarms, events = _drift_edges(store, drift, histories, first, settings)
+        alarms, events = _drift_edges(store, drift, histories, closes_from, settings)
         detected = moment.isoformat()
         records = [{**f.as_record(), "detected_at": detected} for f in findings]
         # the figures of the latest run's drift alarms (none: the gauges empty out)
