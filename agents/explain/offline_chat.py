@@ -39,13 +39,15 @@ from sextant.errors import DataValidationError, UnknownSymbolError
 
 __all__ = ["CAPABILITIES", "ChatReply", "Intent", "OfflineChat"]
 
+# placeholders, not examples: a reply that answers nothing states no symbol, date or number
+# (the grounding guard checks every reply, this one included)
 CAPABILITIES = (
-    "why a decision was made (\u201cwhy did you do that on BTC?\u201d, \u201cwhy did it buy ETH "
-    "at 14:00?\u201d, or a decision id)",
-    "the latest decision for a symbol (\u201clatest decision for ETH\u201d)",
-    "anomalies since a date (\u201canomalies since 2024-01-01\u201d) or one anomaly by id",
+    "why a decision was made (\u201cwhy did you do that on <symbol>?\u201d, \u201cwhy did it buy "
+    "<symbol> at <hh:mm>?\u201d, or a decision id)",
+    "the latest decision for a symbol (\u201clatest decision for <symbol>\u201d)",
+    "anomalies since a date (\u201canomalies since <yyyy-mm-dd>\u201d) or one anomaly by id",
     "which models are live and how good they are",
-    "how the market is for a symbol (\u201chow is the market for BTC?\u201d)",
+    "how the market is for a symbol (\u201chow is the market for <symbol>?\u201d)",
 )
 _DECISION_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{16}\b")
 _ANOMALY_ID = re.compile(r"\b\d{8}T\d{6}Z-[a-z0-9_]+-[0-9a-f]{12}\b")
@@ -231,7 +233,7 @@ class OfflineChat:
         since = _date(lower)
         if "since" in lower and since is None:
             return self._plain(
-                "Give the date as YYYY-MM-DD (UTC), e.g. \u201canomalies since 2024-01-01\u201d.",
+                "Give the date as YYYY-MM-DD (UTC): \u201canomalies since <yyyy-mm-dd>\u201d.",
                 Intent.ANOMALIES,
                 answered=False,
             )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -162,6 +163,13 @@ class ExplainService:
         reply = session.chat.ask(text)
         calls = list(reply.tool_calls)
         answer = reply.explanation or Explanation(summary=reply.text)
+        # what the question is about: the symbol it resolved to, the tickers and dates it names
+        # (a reply may repeat them: "no decision at 14:00 on 2024-01-05"), and, for a reply
+        # that answers nothing, the symbols this home trades (it lists them)
+        symbols = {*_tickers(text), *([reply.symbol] if reply.symbol else [])}
+        if not reply.answered:
+            symbols |= set(self.evidence.symbols)
+        dates = _dates(text)
         if self._llm is None:
             record = self._offline_record(
                 Subject.CHAT,
@@ -169,8 +177,8 @@ class ExplainService:
                 text,
                 answer,
                 calls,
-                symbols=(reply.symbol,) if reply.symbol else (),
-                dates=(),
+                symbols=tuple(sorted(symbols)),
+                dates=dates,
                 latency_ms=(time.perf_counter() - began) * 1e3,
             )
         else:
@@ -178,7 +186,8 @@ class ExplainService:
             got = self._llm.explain(
                 text,
                 fallback=lambda: (answer, calls),
-                symbols=(reply.symbol,) if reply.symbol else (),
+                symbols=symbols,
+                dates=dates,
                 known_symbols=self.evidence.symbols,
                 history=history,
             )
@@ -329,6 +338,26 @@ class ExplainService:
 def new_session_id() -> str:
     """A fresh chat session id."""
     return uuid.uuid4().hex
+
+
+_TICKER = re.compile(r"(?<![\w/])[A-Z][A-Z0-9]{1,9}(?:/[A-Z]{2,10})?(?![\w/])")
+_ISO_DATE = re.compile(r"(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)")
+
+
+def _tickers(text: str) -> set[str]:
+    """Upper-case tickers or pairs a message names (BTC, ETH/USDT; a lower-case word is not)."""
+    return {match.group() for match in _TICKER.finditer(text)}
+
+
+def _dates(text: str) -> tuple[date, ...]:
+    """The ISO dates a message names (an impossible one is left out)."""
+    found = []
+    for match in _ISO_DATE.finditer(text):
+        try:
+            found.append(date.fromisoformat(match.group()))
+        except ValueError:
+            continue
+    return tuple(found)
 
 
 def _plain_text(answer: Explanation) -> str:

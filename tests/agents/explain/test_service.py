@@ -103,6 +103,12 @@ def test_the_offline_chat_answers_why_on_btc_and_follow_ups(
     assert _latest_btc(evidence_home) in cited
     assert "ETH/USDT" in follow["answer"]["summary"]  # type: ignore[index]
     assert "cannot" in other["answer"]["summary"].lower()  # type: ignore[index]
+    # a reply that answers nothing claims nothing: it passes the guard like any answer
+    assert other["grounded"] is True and other["failed_claims"] == []
+    unknown = service.chat("s3", "why did you do that on DOGE?")
+    assert "DOGE" in unknown["answer"]["summary"] and unknown["grounded"] is True  # type: ignore[index]
+    no_date = service.chat("s4", "anomalies since yesterday")
+    assert no_date["grounded"] is True, no_date["failed_claims"]
     with pytest.raises(DataValidationError, match="message"):
         service.chat("s1", "   ")
 
