@@ -30,9 +30,9 @@ from features.definitions import (
     FEATURE_SERVICES,
     FEATURE_TTL,
     FEATURE_VIEWS,
-    ROW_GROUP_ROWS,
     SERVICE_VECTOR_VIEWS,
     VECTOR_FIELD,
+    VECTOR_ROW_GROUP_ROWS,
     Kind,
     VectorLayout,
     by_name,
@@ -108,9 +108,9 @@ def write_service_vectors(
             compression="zstd" if windowed else "snappy",
             use_dictionary=not windowed,
         ) as writer:
-            writer.write_batch(first, row_group_size=ROW_GROUP_ROWS)
+            writer.write_batch(first, row_group_size=VECTOR_ROW_GROUP_ROWS)
             for batch in batches:
-                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                writer.write_batch(batch, row_group_size=VECTOR_ROW_GROUP_ROWS)
         tmp.replace(path)  # readers never see a half-written table
         written[view] = len(keys)
     return written

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import ConfigDict, Field
 
@@ -64,7 +63,6 @@ FloatArray = npt.NDArray[np.float64]
 _VECTOR_TABLE = "{service}_vector.parquet"
 _FEATURES_KEY = b"sextant.features"
 DEFAULT_TOP = 10
-RECENT = pd.Timedelta(days=2)  # the span `vector_at` reads first
 
 
 class ContributionArgs(DecisionArgs):
@@ -180,41 +178,55 @@ def vector_at(
     """The symbol's packed vector with the latest ``available_at`` at or before ``at`` (what
     was online then), or None when there is none.
 
-    First the rows of the ``RECENT`` span before ``at`` (the table's small row groups let the
-    read skip the rest of the file); when there are none (data stale for longer), the symbol's
-    whole history, read once per version of the table file (its size and modification time) and
-    kept in ``Evidence.cache``, then a binary search.
+    The table is sorted by (symbol, available_at) and written in small row groups: the keys
+    of the row groups holding the symbol are read once per version of the file (its size and
+    modification time, kept in ``Evidence.cache``), a binary search finds the row, and only its
+    row group's vectors are decoded.
     """
     path = _vector_path(evidence, service, features)
-    moment = pd.Timestamp(at)
-    recent = ds.dataset(path, format="parquet").to_table(
-        columns=["available_at", "vector"],
-        filter=(ds.field("symbol") == symbol)
-        & (ds.field("available_at") <= moment)
-        & (ds.field("available_at") > moment - RECENT),
-    )
-    if recent.num_rows:
-        times = pd.to_datetime(recent.column("available_at").to_pandas(), utc=True)
-        last = int(np.argmax(times.to_numpy()))
-        vector = np.asarray(recent.column("vector")[last].as_py(), dtype=np.float64)
-        return times.iloc[last].to_pydatetime(), vector.reshape(len(features))
     stat = path.stat()
-    key = ("vectors", str(path), str(stat.st_mtime_ns), str(stat.st_size), symbol)
+    key = ("vector-keys", str(path), str(stat.st_mtime_ns), str(stat.st_size), symbol)
     cached = evidence.cache.get(key)
     if cached is None:
-        table = ds.dataset(path, format="parquet").to_table(
-            columns=["available_at", "vector"], filter=ds.field("symbol") == symbol
-        )
-        frame = table.to_pandas().sort_values("available_at", kind="stable")
-        times = pd.DatetimeIndex(pd.to_datetime(frame["available_at"], utc=True))
-        vectors = np.asarray(frame["vector"].to_list(), dtype=np.float64).reshape(-1, len(features))
-        cached = (times, vectors)
-        evidence.cache[key] = cached
-    times, vectors = cached
+        cached = evidence.cache[key] = _symbol_rows(path, symbol)
+    times, groups, offsets = cached
     position = int(times.searchsorted(pd.Timestamp(at), side="right")) - 1
     if position < 0:
         return None
-    return times[position].to_pydatetime(), vectors[position]
+    column = pq.ParquetFile(path).read_row_group(int(groups[position]), columns=["vector"])
+    vector = np.asarray(column.column("vector")[int(offsets[position])].as_py(), dtype=np.float64)
+    return times[position].to_pydatetime(), vector.reshape(len(features))
+
+
+def _symbol_rows(
+    path: Path, symbol: str
+) -> tuple[pd.DatetimeIndex, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The symbol's rows of a vector table: their times (ascending), row groups and offsets."""
+    file = pq.ParquetFile(path)
+    index = file.schema_arrow.get_field_index("symbol")
+    times: list[pd.Series] = []
+    groups: list[npt.NDArray[np.int64]] = []
+    offsets: list[npt.NDArray[np.int64]] = []
+    for group in range(file.metadata.num_row_groups):
+        stats = file.metadata.row_group(group).column(index).statistics
+        if stats is not None and stats.has_min_max and not stats.min <= symbol <= stats.max:
+            continue  # the row group's symbols cannot include this one
+        keys = file.read_row_group(group, columns=["symbol", "available_at"])
+        mine = np.flatnonzero(np.asarray(keys.column("symbol").to_pylist(), dtype=object) == symbol)
+        if len(mine):
+            stamps = keys.column("available_at").to_pandas().iloc[mine]
+            times.append(pd.to_datetime(stamps, utc=True))
+            groups.append(np.full(len(mine), group, dtype=np.int64))
+            offsets.append(mine.astype(np.int64))
+    if not times:
+        return pd.DatetimeIndex([], tz="UTC"), np.empty(0, np.int64), np.empty(0, np.int64)
+    stamp = pd.concat(times, ignore_index=True)
+    order = np.argsort(stamp.to_numpy(), kind="stable")
+    return (
+        pd.DatetimeIndex(stamp.iloc[order]),
+        np.concatenate(groups)[order],
+        np.concatenate(offsets)[order],
+    )
 
 
 def _unavailable(decision_id: str, record: dict[str, Any], reason: str) -> dict[str, Any]:
