@@ -666,6 +666,11 @@ class DecisionsStore:
         )
         return [orjson.loads(row[0]) for row in rows]
 
+    def anomaly(self, anomaly_id: str) -> dict[str, Any] | None:
+        """The anomaly record with this id, or None."""
+        rows = self._query("SELECT record FROM anomalies WHERE id = ?", (anomaly_id,))
+        return orjson.loads(rows[0][0]) if rows else None
+
     def anomaly_counts(self) -> dict[str, int]:
         """How many anomalies are stored, per kind (they are never deleted: a counter)."""
         rows = self._query("SELECT kind, COUNT(*) FROM anomalies GROUP BY kind ORDER BY kind", ())

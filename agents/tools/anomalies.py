@@ -19,8 +19,6 @@ __all__ = [
 ]
 
 MAX_LIST = 200
-# the store reads anomalies newest first; a by-id read scans this many (no by-id read exists)
-_SCAN = 100_000
 
 
 class AnomaliesArgs(BaseModel):
@@ -65,18 +63,10 @@ def anomalies(evidence: Evidence, args: AnomaliesArgs) -> dict[str, Any]:
 
 
 def find_anomaly(evidence: Evidence, anomaly_id: str) -> dict[str, Any]:
-    """The stored anomaly record with this id (``UnknownRecordError`` naming it otherwise).
-
-    The decisions store has no by-id read of anomalies: this filters its newest-first list.
-    """
-    key = ("anomaly", anomaly_id)
-    cached = evidence.cache.get(key)
-    if cached is not None:
-        return dict(cached)
-    for record in evidence.decisions.anomalies(_SCAN):
-        if record.get("id") == anomaly_id:
-            evidence.cache[key] = record
-            return dict(record)
+    """The stored anomaly record with this id (``UnknownRecordError`` naming it otherwise)."""
+    record = evidence.decisions.anomaly(anomaly_id)
+    if record is not None:
+        return record
     raise UnknownRecordError("anomaly", anomaly_id, "list anomalies to find ids (anomalies)")
 
 

@@ -562,6 +562,8 @@ def test_anomalies_are_stored_once_and_listed_newest_first(store: DecisionsStore
     assert store.anomalies(end=bar_ts(4)) == [listed[-1]]
     assert store.monitor_state("drift:xgb") == {"raised": True}
     assert store.monitor_state("never") is None
+    assert store.anomaly(str(records[1]["id"])) == listed[1]  # by id: the stored record
+    assert store.anomaly("no-such-anomaly") is None
 
 
 def test_an_incomplete_anomaly_record_is_refused_and_nothing_is_stored(
