@@ -141,13 +141,13 @@ class ExplainService:
             subject_id = self.evidence.resolve_symbol(subject_id)
         kind = Subject(subject)
         if self._llm is not None:
-            cached = self._store_read().cached_explanation(
+            cached = self.evidence.decisions.cached_explanation(
                 kind.value, subject_id, asked, self.model, grounded_only=True
             )
             if cached is not None:
                 return cached
         about = self._question(kind, subject_id)
-        record = self._answer(kind, subject_id, asked, about, history=())
+        record = self._answer(kind, subject_id, asked, about)
         return self._stored(record)
 
     def chat(self, session_id: str, message: str) -> dict[str, Any]:
@@ -232,7 +232,6 @@ class ExplainService:
         subject_id: str,
         question: str,
         about: _Question,
-        history: tuple[tuple[Literal["user", "assistant"], str], ...],
     ) -> ExplanationRecord:
         if self._llm is None:
             began = time.perf_counter()
@@ -253,7 +252,6 @@ class ExplainService:
             symbols=about.symbols,
             dates=about.dates,
             known_symbols=self.evidence.symbols,
-            history=history,
         )
         return got.record(subject=kind, subject_id=subject_id, question=question)
 
@@ -320,9 +318,6 @@ class ExplainService:
                 "; ".join(record.failed_claims)[:500],
             )
         return payload
-
-    def _store_read(self) -> DecisionsStore:
-        return self.evidence.decisions
 
     def _session(self, session_id: str) -> _Session:
         with self._lock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -189,26 +188,3 @@ def test_the_market_models_and_anomaly_list_are_explained_with_cited_numbers(
     assert "sextant-lstm version 1" in models.summary and "sextant-xgb" not in models.summary
     assert any("ALREADY_CHAMPION" in note for note in models.risk_notes)
     assert evidence_home.anomaly_id in listed.drivers[0]
-
-
-def test_offline_explanation_latency(
-    evidence_home: EvidenceHome,  # noqa: F811
-) -> None:
-    """Printed, not asserted: a fresh reader (the model rebuilt on first use), then every
-    decision explained once (contributions computed), then again (cached)."""
-    ids = list(evidence_home.decisions.values())
-    with Evidence(evidence_home.settings, account=ACCOUNT) as fresh:
-        start = time.perf_counter()
-        explain_decision(fresh, ids[0])
-        cold_ms = (time.perf_counter() - start) * 1000
-        rounds: dict[str, list[float]] = {"first": [], "cached": []}
-        for name in rounds:
-            for ident in ids * (1 if name == "first" else 5):
-                start = time.perf_counter()
-                explain_decision(fresh, ident)
-                rounds[name].append((time.perf_counter() - start) * 1000)
-    summary = ", ".join(
-        f"{name} p50 {sorted(t)[len(t) // 2]:.2f} ms max {max(t):.2f} ms (n={len(t)})"
-        for name, t in rounds.items()
-    )
-    print(f"\noffline explain_decision: cold {cold_ms:.0f} ms; {summary}")
