@@ -94,9 +94,6 @@ class ExplainService:
         account: str | None = None,
     ) -> None:
         self.settings = settings
-        # the read-write open brings an older store to the current schema (explanations, and the
-        # anomalies the tools read), so the read-only reads that follow find every table
-        DecisionsStore.open(settings.paths.decisions_db).close()
         self.evidence = Evidence(settings, account=account)
         configured = settings.openai_base_url is not None or settings.openai_api_key is not None
         self.llm_config: LLMConfig | None = None
@@ -115,6 +112,10 @@ class ExplainService:
             self._llm = LLMExplainer(READ_ONLY_TOOLS, self.evidence, self.llm_config)
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
+        # one read-write connection for the answers, opened once (an open creates the schema in
+        # a transaction); it also brings an older store to the current schema (explanations,
+        # and the anomalies the tools read), so the lazy read-only reads find every table
+        self._answers = DecisionsStore.open(settings.paths.decisions_db)
 
     @property
     def model(self) -> str:
@@ -200,6 +201,7 @@ class ExplainService:
     def close(self) -> None:
         """Release the stores."""
         self.evidence.close()
+        self._answers.close()
 
     def __enter__(self) -> ExplainService:
         return self
@@ -303,12 +305,11 @@ class ExplainService:
     def _stored(self, record: ExplanationRecord) -> dict[str, Any]:
         """Store the record (an offline answer already stored is returned as stored)."""
         payload = record.model_dump(mode="json")
-        with DecisionsStore.open(self.settings.paths.decisions_db) as store:
-            if record.model == OFFLINE_MODEL:
-                existing = store.explanation(record.id)
-                if existing is not None:
-                    return existing
-            store.record_explanation(payload)
+        if record.model == OFFLINE_MODEL:
+            existing = self._answers.explanation(record.id)
+            if existing is not None:
+                return existing
+        self._answers.record_explanation(payload)
         if not record.grounded:
             log.warning(
                 "explanation %s of %s %s is not grounded: %s",
