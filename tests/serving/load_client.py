@@ -32,7 +32,10 @@ async def run(
         parsed.append((method, path, json.loads(body) if body else None))
     results: list[dict[str, Any]] = []
     started = asyncio.Event()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout closes
+    # them: otherwise a request sent as the server closes its side fails with ReadError (a race
+    # of the two timers, not a failed request of the service)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
 
     async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as http:
 
