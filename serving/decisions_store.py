@@ -29,7 +29,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -192,6 +192,16 @@ _UPSERT_STATE: Final = (
     " gate_state = COALESCE(excluded.gate_state, account_state.gate_state),"
     " trading_state = COALESCE(excluded.trading_state, account_state.trading_state)"
 )
+# the state written only over the version a writer read (`record(expect_version=...)`)
+_INSERT_NEW_STATE: Final = (
+    "INSERT INTO account_state (account, as_of, updated_at, portfolio, gate_state, trading_state)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account) DO NOTHING"
+)
+_UPDATE_STATE: Final = (
+    "UPDATE account_state SET as_of = ?, updated_at = ?,"
+    " portfolio = COALESCE(?, portfolio), gate_state = COALESCE(?, gate_state),"
+    " trading_state = COALESCE(?, trading_state) WHERE account = ? AND updated_at = ?"
+)
 _SELECT_STATE: Final = (
     "SELECT account, as_of, updated_at, portfolio, gate_state, trading_state"
     " FROM account_state WHERE account = ?"
@@ -258,12 +268,14 @@ class Recorded:
     """What ``record`` wrote: the batch's ids, and how many of them were new.
 
     ``inserted == 0`` with ids: the bar was already recorded with identical decisions, so the
-    call changed nothing (the stored portfolio and gate state stand).
+    call changed nothing (the stored portfolio and gate state stand). ``records``: the batch's
+    records by id, as ``records(ids)`` would read them back (the JSON written, parsed).
     """
 
     ids: tuple[str, ...]
     inserted: int
     version: str | None = None  # the account state's new version, when this call wrote it
+    records: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,21 +551,40 @@ class DecisionsStore:
             if self._con.in_transaction:
                 raise RuntimeError("record() inside snapshot(): a snapshot is for reads only")
             with self._write_transaction() as con:
-                if expect_version != ANY_VERSION:
+                # the version is checked by the state's own write where there is one (one
+                # statement), else first; a replayed row checks it before its content
+                checked = expect_version == ANY_VERSION
+                if not checked and state is None:
                     self._check_version(account, expect_version)
+                    checked = True
                 inserted = 0
                 for row in rows:
                     if con.execute(_INSERT_DECISION, row).rowcount:
                         inserted += 1
                     else:
+                        if not checked:
+                            self._check_version(account, expect_version)
+                            checked = True
                         self._check_replay(row)
                 # a bar replayed in full changes nothing: its state was stored with it
                 version = None
                 if state is not None and (inserted or not rows):
-                    con.execute(_UPSERT_STATE, state)
-                    con.executemany(_INSERT_MARK, marks)
+                    if checked:
+                        con.execute(_UPSERT_STATE, state)
+                    elif not self._replace_state(state, expect_version):
+                        self._check_version(account, expect_version)  # raises: it moved
+                        raise AssertionError("unreachable")  # pragma: no cover
+                    if marks:
+                        con.executemany(_INSERT_MARK, marks)
                     version = state[2]
-        return Recorded(ids=tuple(row[0] for row in rows), inserted=inserted, version=version)
+                elif not checked:
+                    self._check_version(account, expect_version)
+        return Recorded(
+            ids=tuple(row[0] for row in rows),
+            inserted=inserted,
+            version=version,
+            records={row[0]: orjson.loads(row[-1]) for row in rows},
+        )
 
     @contextmanager
     def _write_transaction(self) -> Iterator[sqlite3.Connection]:
@@ -573,6 +604,19 @@ class DecisionsStore:
                     raise
             except sqlite3.OperationalError as exc:
                 self._reraise(exc)
+
+    def _replace_state(self, state: tuple[str | None, ...], expected: str | None) -> bool:
+        """Write the account's state only where the stored version is ``expected`` (None: no
+        state yet), in one statement; False when it is not (nothing written)."""
+        if expected is None:
+            return bool(self._con.execute(_INSERT_NEW_STATE, state).rowcount)
+        account, as_of, written_at, portfolio, gate_state, trading_state = state
+        return bool(
+            self._con.execute(
+                _UPDATE_STATE,
+                (as_of, written_at, portfolio, gate_state, trading_state, account, expected),
+            ).rowcount
+        )
 
     def _check_version(self, account: str, expected: str | None) -> None:
         found = self._con.execute(_SELECT_STATE_VERSION, (account,)).fetchone()

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from features.change_token import ChangeToken, sqlite_uri_path
 from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
 from features.online import sequence_input
@@ -79,6 +80,7 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 
 MAX_CACHED_BOOKS = 256  # accounts whose book and gate stay parsed between requests
+MAX_PREPARED_READS = 256  # symbol sets whose prepared online read is kept (one per set)
 MARKET_ATTEMPTS = 10  # an ingest holds the market store for well under a second per batch
 MARKET_RETRY_S = 0.2
 
@@ -123,6 +125,36 @@ class _Book:
     version: str | None
     broker: PaperBroker
     gate: RiskGate
+    cached: bool = False  # served from the cache: no other writer since this engine's last
+    # the records this engine wrote at the bar closing at ``recent_ts`` (with a cached book,
+    # what is stored at that bar is what the caller read before taking the lock, and these)
+    recent_ts: datetime | None = None
+    recent: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One champion's session run over a read's symbols, its feeds prepared once per read."""
+
+    champion: Champion
+    output: str  # the graph's one output (``p_up`` or ``next_variance``)
+    feeds: Mapping[str, np.ndarray] | None  # None: the inputs could not be built (model error)
+    rows: npt.NDArray[np.intp] | None = None  # the symbols the feeds cover (None: all)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One online read turned into what a bar's decisions need, kept while the online store
+    and the champions stay as they were: per symbol the bar close its vectors describe and the
+    TA signal's inputs, per family the session's feeds (the sessions still run per call)."""
+
+    token: tuple[int, int] | None  # the online store's change token taken before the read
+    champions: Mapping[str, Champion]
+    online: Mapping[str, OnlineVectors] | None  # None: nothing read (all stale)
+    as_of: list[datetime | None]
+    features: list[dict[str, float | None]]
+    runs: Mapping[str, _Run]  # a family without a champion or a read is absent (NaN)
+    var_quantile: list[float]
 
 
 @dataclass(slots=True)
@@ -134,14 +166,22 @@ class _Inputs:
     ts: datetime
     clock_ts: datetime
     data_ts: datetime | None
-    as_of: list[datetime | None]
     ages: list[float]
-    features: list[dict[str, float | None]]
     versions: dict[str, str]
-    online: Mapping[str, OnlineVectors] | None = field(repr=False)
-    champions: Mapping[str, Champion] = field(repr=False)
+    prepared: _Prepared = field(repr=False)
     outputs: dict[str, FamilyOutput] | None = None
-    var_quantile: list[float] | None = None
+
+    @property
+    def as_of(self) -> list[datetime | None]:
+        return self.prepared.as_of
+
+    @property
+    def features(self) -> list[dict[str, float | None]]:
+        return self.prepared.features
+
+    @property
+    def var_quantile(self) -> list[float]:
+        return self.prepared.var_quantile
 
     @property
     def model_error(self) -> bool:
@@ -178,8 +218,11 @@ class DecisionEngine:
         self._bar = timeframe_to_timedelta(settings.timeframe)
         self._symbols = frozenset(settings.symbols)
         self._lock = threading.RLock()
-        self._last_read: dict[str, OnlineVectors] | None = None
-        self._last_read_symbols: tuple[str, ...] = ()
+        # the registry's change token when its aliases were last looked up (`reload`)
+        self._registry = ChangeToken(sqlite_uri_path(settings.registry_uri))
+        self._registry_seen: tuple[int, int] | None = None
+        # per symbol set, the latest good online read prepared for the models (`_prepare`)
+        self._prepared: dict[tuple[str, ...], _Prepared] = {}
         self._closes: dict[tuple[str, datetime], float] = {}
         self._last_price: dict[str, float] = {}
         self._books: dict[str, _Book] = {}
@@ -243,11 +286,17 @@ class DecisionEngine:
         served champions stay as they were.
         """
         previous = self.model_versions
+        token = self._registry.token()  # taken before the lookups: see `features.change_token`
+        if not force and token is not None and token == self._registry_seen:
+            # nothing committed to the registry's database since the aliases were looked up
+            return ReloadOutcome(changed=False, versions=previous, previous=previous)
         if not force and self.registry_versions() == previous:
+            self._registry_seen = token
             return ReloadOutcome(changed=False, versions=previous, previous=previous)
         champions = load_champions(self.settings)
         check_registry(champions, self.feast)
         self.champions = champions  # one reference assignment: atomic for every reader
+        self._registry_seen = token
         versions = self.model_versions
         log.info("champions reloaded: %s -> %s", previous, versions)
         return ReloadOutcome(changed=versions != previous, versions=versions, previous=previous)
@@ -284,7 +333,7 @@ class DecisionEngine:
         for attempt in range(self.MAX_ATTEMPTS):
             with self._lock:
                 try:
-                    return self._decide_once(inputs, account)
+                    return self._decide_once(inputs, account, stored)
                 except RecordConflictError:  # another process wrote this account in between
                     self._books.pop(account, None)
                     if attempt + 1 == self.MAX_ATTEMPTS:
@@ -368,9 +417,8 @@ class DecisionEngine:
     def _inputs(self, chosen: tuple[str, ...], now: datetime | None) -> _Inputs:
         champions = self.champions  # one set for the whole call, even if `reload` swaps it
         clock_ts = self._bar_close(now)
-        online = self._online_read(chosen)
-        as_of = _as_of(online, chosen)
-        known = [m for m in as_of if m is not None]
+        prepared = self._prepare(chosen, champions)
+        known = [m for m in prepared.as_of if m is not None]
         if known and max(known) > clock_ts:
             raise ConfigError(
                 f"the online features are as of {max(known).isoformat()}, after the bar "
@@ -383,28 +431,33 @@ class DecisionEngine:
             ts=clock_ts if data_ts is None else data_ts,
             clock_ts=clock_ts,
             data_ts=data_ts,
-            as_of=as_of,
-            ages=[math.inf if m is None else (clock_ts - m) / self._bar for m in as_of],
-            features=_decision_features(online, chosen),
+            ages=[math.inf if m is None else (clock_ts - m) / self._bar for m in prepared.as_of],
             versions={family: c.version for family, c in champions.items()},
-            online=online,
-            champions=champions,
+            prepared=prepared,
         )
 
-    def _run_models(self, inputs: _Inputs) -> tuple[dict[str, FamilyOutput], list[float]]:
+    def _run_models(self, inputs: _Inputs) -> dict[str, FamilyOutput]:
         """Each champion once over all of the call's symbols (done once per call)."""
-        if inputs.outputs is None or inputs.var_quantile is None:
-            inputs.outputs = self._model_outputs(inputs.champions, inputs.online, inputs.symbols)
-            inputs.var_quantile = self._var_quantiles(inputs.champions, inputs.symbols)
-        return inputs.outputs, inputs.var_quantile
+        if inputs.outputs is None:
+            inputs.outputs = self._model_outputs(inputs.prepared, len(inputs.symbols))
+        return inputs.outputs
 
-    def _decide_once(self, inputs: _Inputs, account: str) -> DecisionBatch:
+    def _decide_once(
+        self, inputs: _Inputs, account: str, read: Mapping[str, dict[str, Any]]
+    ) -> DecisionBatch:
+        """Decide what is not recorded yet; ``read``: the records of the call's ids at
+        ``inputs.ts`` read before the lock was taken."""
         book = self._book(account)
         ts = inputs.ts
         if book.broker.last_bar_open is not None:
             ts = max(ts, book.broker.last_bar_open + self._bar)  # the book never goes back
         ids = [decision_id(account, symbol, ts) for symbol in inputs.symbols]
-        stored = self.store.records(ids)
+        if book.cached and ts == inputs.ts:
+            # no other writer since this engine's last write: what it wrote since the read
+            recent = book.recent if book.recent_ts == ts else {}
+            stored = {**read, **{i: recent[i] for i in ids if i in recent}}
+        else:
+            stored = self.store.records(ids)
         todo = [i for i, ident in enumerate(ids) if ident not in stored]
         made: list[Decision] = []
         if todo:
@@ -432,13 +485,16 @@ class DecisionEngine:
             recorded = self.store.record(
                 made,
                 account=account,
-                portfolio=book.broker.to_snapshot() if trading else None,
+                portfolio=book.broker.to_snapshot(shared=True) if trading else None,
                 gate=book.gate,
                 marks=marks,
                 expect_version=book.version,
             )
             book.version = recorded.version or book.version
-            stored |= self.store.records([ids[i] for i in todo])
+            if book.recent_ts != ts:
+                book.recent_ts, book.recent = ts, {}
+            book.recent.update(recorded.records)
+            stored |= recorded.records
         return DecisionBatch(
             ts=ts,
             records=tuple(stored[ident] for ident in ids),
@@ -460,7 +516,8 @@ class DecisionEngine:
         symbol = inputs.symbols[i]
         if price is None:
             price = self._prices(inputs, inputs.ts)[symbol]
-        outputs, var_quantile = self._run_models(inputs)
+        outputs = self._run_models(inputs)
+        var_quantile = inputs.var_quantile
         return decide(
             symbol,
             ts or inputs.ts,
@@ -481,10 +538,15 @@ class DecisionEngine:
         )
 
     def _book(self, account: str) -> _Book:
-        """The account's book and gate, from the cache while the stored version is unchanged."""
-        version = self.store.state_version(account)
+        """The account's book and gate: the cached ones, else read from the store.
+
+        A cached book is this engine's last write of the account; the write of the next
+        decision checks that the stored version is still that one (``expect_version``), so
+        another writer in between fails it and `decide` reads the account again.
+        """
         cached = self._books.get(account)
-        if cached is not None and cached.version == version:
+        if cached is not None:
+            cached.cached = True
             return cached
         state = self.store.account_state(account)
         if state is None or state.portfolio is None:
@@ -553,85 +615,62 @@ class DecisionEngine:
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         return epoch + ((moment.astimezone(UTC) - epoch) // self._bar) * self._bar
 
-    def _online_read(self, symbols: tuple[str, ...]) -> dict[str, OnlineVectors] | None:
-        """One read of every service; on failure the last good read of the same symbols."""
+    def _prepare(self, symbols: tuple[str, ...], champions: Mapping[str, Champion]) -> _Prepared:
+        """The symbols' online read, prepared for the champions: the one kept for them while
+        the online store's change token and the champions are unchanged (the online store's
+        change token, `features.change_token`, changes with any write to it), else a new read; a
+        failed read falls back to the last good one of the same symbols, flagged by its age."""
+        kept = self._prepared.get(symbols)
+        token = self.feast.online_version()
+        if (
+            kept is not None
+            and token is not None
+            and kept.token == token
+            and kept.champions is champions
+        ):
+            return kept
         try:
-            read = self.feast.online_read(symbols)
+            online: Mapping[str, OnlineVectors] | None = self.feast.online_read(symbols)
         except ConfigError:
             raise  # the registry or the services are wrong: not something to serve around
         except Exception:  # the online store is unreadable now (missing rows, materializing)
             log.exception("online read of %s failed; using the last good read", symbols)
-            return self._last_read if self._last_read_symbols == symbols else None
-        self._last_read, self._last_read_symbols = read, symbols
-        return read
+            online = None if kept is None else kept.online
+            token = None  # never reused as is: the next call reads again
+        prepared = _prepared(token, champions, online, symbols)
+        if online is not None:
+            self._prepared.pop(symbols, None)
+            if len(self._prepared) >= MAX_PREPARED_READS:  # least recently read first
+                del self._prepared[next(iter(self._prepared))]
+            self._prepared[symbols] = prepared
+        return prepared
 
-    def _model_outputs(
-        self,
-        champions: Mapping[str, Champion],
-        online: Mapping[str, OnlineVectors] | None,
-        symbols: tuple[str, ...],
-    ) -> dict[str, FamilyOutput]:
-        nan = np.full(len(symbols), np.nan)
-        runs = {"xgb": self._run_xgb, "lstm": self._run_lstm, "garch": self._run_garch}
+    @staticmethod
+    def _model_outputs(prepared: _Prepared, n: int) -> dict[str, FamilyOutput]:
+        """Each family's champion run once over the read's ``n`` symbols (NaN: no champion or no
+        read; NaN and ``error``: the champion failed, now or while its inputs were built)."""
+        nan = np.full(n, np.nan)
         outputs: dict[str, FamilyOutput] = {}
-        for family, run in runs.items():
-            champion = champions.get(family)
-            if champion is None or online is None:
+        for family in FAMILIES:
+            run = prepared.runs.get(family)
+            if run is None:
                 outputs[family] = FamilyOutput(nan)
                 continue
+            if run.feeds is None:
+                outputs[family] = FamilyOutput(nan, error=True)
+                continue
             try:
-                values = np.asarray(run(champion, online, symbols), dtype=np.float64)
-                outputs[family] = FamilyOutput(values.reshape(len(symbols)))
+                values = np.asarray(
+                    run.champion.session.run([run.output], dict(run.feeds))[0], dtype=np.float64
+                ).reshape(-1)
+                if run.rows is not None:
+                    values, covered = np.full(n, np.nan), values
+                    values[run.rows] = covered
+                outputs[family] = FamilyOutput(values.reshape(n))
             except Exception:  # onnxruntime's errors are untyped; any failure is a model error
-                log.exception("%s failed on %s", champion.label, symbols)
+                log.exception("%s failed on %d symbol(s)", run.champion.label, n)
                 outputs[family] = FamilyOutput(nan, error=True)
         return outputs
-
-    @staticmethod
-    def _run_xgb(
-        champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
-    ) -> npt.ArrayLike:
-        session = champion.session
-        rows = online[FEATURE_SERVICES["xgb"]].values.astype(np.float32)
-        return _first_output(session, {session.get_inputs()[0].name: rows})
-
-    @staticmethod
-    def _run_lstm(
-        champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
-    ) -> npt.ArrayLike:
-        session = champion.session
-        vectors = online[FEATURE_SERVICES["lstm"]]
-        seq_len = session.get_inputs()[0].shape[1]
-        if not isinstance(seq_len, int):
-            seq_len = int(champion.metadata["seq_len"])
-        sequence = sequence_input(vectors.window, vectors.features, champion.features, seq_len)
-        return _first_output(session, {session.get_inputs()[0].name: sequence})
-
-    @staticmethod
-    def _run_garch(
-        champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
-    ) -> npt.ArrayLike:
-        session = champion.session
-        vectors = online[FEATURE_SERVICES["garch"]]
-        fitted = list(json.loads(champion.metadata["symbols"]))
-        known = [i for i, s in enumerate(symbols) if s in fitted]
-        variance = np.full(len(symbols), np.nan)
-        if not known:
-            return variance
-        index = [fitted.index(symbols[i]) for i in known]
-        returns = vectors.window[known, :, vectors.features.index(GARCH_RETURN)]
-        # the champion's session is the registered recursion evaluated over the whole window
-        variance[known] = _first_output(session, windowed_feeds(index, returns)).reshape(-1)
-        return variance
-
-    @staticmethod
-    def _var_quantiles(champions: Mapping[str, Champion], symbols: tuple[str, ...]) -> list[float]:
-        """GARCH's unit-variance 99 % innovation quantile per symbol (NaN without a fit)."""
-        champion = champions.get("garch")
-        if champion is None:
-            return [math.nan] * len(symbols)
-        quantiles = json.loads(champion.metadata.get("var99_quantile", "{}"))
-        return [float(quantiles.get(s, math.nan)) for s in symbols]
 
     def _prices(self, inputs: _Inputs, ts: datetime) -> dict[str, float]:
         """Each symbol's close at the bar its features describe (``ts`` without features):
@@ -660,10 +699,88 @@ class DecisionEngine:
         return prices
 
 
-def _first_output(session: Any, feeds: Mapping[str, np.ndarray]) -> FloatArray:
-    """The graph's first output (each served graph has one: ``p_up`` or ``next_variance``)."""
-    output = session.get_outputs()[0].name
-    return np.asarray(session.run([output], dict(feeds))[0], dtype=np.float64)
+FAMILIES = ("xgb", "lstm", "garch")  # the champions a decision runs, in order
+
+
+def _prepared(
+    token: tuple[int, int] | None,
+    champions: Mapping[str, Champion],
+    online: Mapping[str, OnlineVectors] | None,
+    symbols: tuple[str, ...],
+) -> _Prepared:
+    """An online read (None: none) prepared for ``champions``."""
+    runs: dict[str, _Run] = {}
+    if online is not None:
+        build = {"xgb": _xgb_feeds, "lstm": _lstm_feeds, "garch": _garch_feeds}
+        for family in FAMILIES:
+            champion = champions.get(family)
+            if champion is None:
+                continue
+            output = champion.session.get_outputs()[0].name
+            try:
+                feeds, rows = build[family](champion, online, symbols)
+            except Exception:  # a champion whose inputs cannot be built fails like a run
+                log.exception("%s: inputs for %s could not be built", champion.label, symbols)
+                runs[family] = _Run(champion, output, None)
+                continue
+            if feeds is not None:
+                runs[family] = _Run(champion, output, feeds, rows)
+    return _Prepared(
+        token=token,
+        champions=champions,
+        online=online,
+        as_of=_as_of(online, symbols),
+        features=_decision_features(online, symbols),
+        runs=runs,
+        var_quantile=_var_quantiles(champions, symbols),
+    )
+
+
+_Feeds = tuple[dict[str, np.ndarray] | None, npt.NDArray[np.intp] | None]
+
+
+def _xgb_feeds(
+    champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
+) -> _Feeds:
+    rows = online[FEATURE_SERVICES["xgb"]].values.astype(np.float32)
+    return {champion.session.get_inputs()[0].name: rows}, None
+
+
+def _lstm_feeds(
+    champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
+) -> _Feeds:
+    session = champion.session
+    vectors = online[FEATURE_SERVICES["lstm"]]
+    seq_len = session.get_inputs()[0].shape[1]
+    if not isinstance(seq_len, int):
+        seq_len = int(champion.metadata["seq_len"])
+    sequence = sequence_input(vectors.window, vectors.features, champion.features, seq_len)
+    return {session.get_inputs()[0].name: sequence}, None
+
+
+def _garch_feeds(
+    champion: Champion, online: Mapping[str, OnlineVectors], symbols: tuple[str, ...]
+) -> _Feeds:
+    """The windowed recursion's inputs for the symbols the champion was fitted on (None: none
+    of them; the others answer NaN)."""
+    vectors = online[FEATURE_SERVICES["garch"]]
+    fitted = list(json.loads(champion.metadata["symbols"]))
+    known = [i for i, s in enumerate(symbols) if s in fitted]
+    if not known:
+        return None, None
+    index = [fitted.index(symbols[i]) for i in known]
+    returns = vectors.window[known, :, vectors.features.index(GARCH_RETURN)]
+    # the champion's session is the registered recursion evaluated over the whole window
+    return windowed_feeds(index, returns), np.asarray(known, dtype=np.intp)
+
+
+def _var_quantiles(champions: Mapping[str, Champion], symbols: tuple[str, ...]) -> list[float]:
+    """GARCH's unit-variance 99 % innovation quantile per symbol (NaN without a fit)."""
+    champion = champions.get("garch")
+    if champion is None:
+        return [math.nan] * len(symbols)
+    quantiles = json.loads(champion.metadata.get("var99_quantile", "{}"))
+    return [float(quantiles.get(s, math.nan)) for s in symbols]
 
 
 def _import_feast_without_torch() -> None:

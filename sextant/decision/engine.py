@@ -217,13 +217,14 @@ def decide(
         out,
         checks,
     )
-    ta = ta_signal_from(out)
-    ml = ml_signal_from(out, m.p_xgb, m.p_lstm)
-    fused = fused_signal_from(out, ta, ml, config.fuser.mode)
-    sizing = position_size_from(out, fused.direction, price)
-    current = float(out[layout.O_CURRENT])
+    values = out.tolist()  # Python floats: read field by field below
+    ta = ta_signal_from(values)
+    ml = ml_signal_from(values, m.p_xgb, m.p_lstm)
+    fused = fused_signal_from(values, ta, ml, config.fuser.mode)
+    sizing = position_size_from(values, fused.direction, price)
+    current = values[layout.O_CURRENT]
     risk = risk_decision_from(
-        checks, approved, out[layout.O_PROPOSED], current, out[layout.O_STATE]
+        checks, approved, values[layout.O_PROPOSED], current, values[layout.O_STATE]
     )
     order_fraction = approved - current
     entering = approved != 0.0 and (current == 0.0 or approved * current < 0.0)
@@ -232,8 +233,8 @@ def decide(
         symbol=symbol,
         ts=ts,
         price=float(price),
-        action=Action(layout.ACTION_NAMES[int(out[layout.O_ACTION])]),
-        features={name: float(feat[i]) for i, name in enumerate(FEATURES_USED)},
+        action=Action(layout.ACTION_NAMES[int(values[layout.O_ACTION])]),
+        features=dict(zip(FEATURES_USED, feat.tolist(), strict=True)),
         models=model_outputs,
         ta=ta,
         ml=ml,

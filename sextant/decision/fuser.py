@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +33,10 @@ class FusedSignal:
     ml: MlSignal
 
 
-def fused_signal_from(out: FloatArray, ta: TaSignal, ml: MlSignal, mode: FuserMode) -> FusedSignal:
-    """The fuser part of a decision output vector."""
+def fused_signal_from(
+    out: Sequence[float] | FloatArray, ta: TaSignal, ml: MlSignal, mode: FuserMode
+) -> FusedSignal:
+    """The fuser part of a decision output vector (the array, or its values as a list)."""
     return FusedSignal(
         mode=mode,
         score=float(out[layout.O_FUSED_SCORE]),

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 CHECK_CODES = layout.CHECK_CODES
+_CHECK_NAMES = tuple(code.lower() for code in CHECK_CODES)  # each check's name in records
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -121,6 +122,9 @@ class PortfolioState:
             raise DataValidationError(
                 f"portfolio equity is not finite: {self.equity}", field="equity"
             )
+        values = np.fromiter(self.positions.values(), np.float64, len(self.positions))
+        if np.isfinite(values).all():
+            return
         for symbol, notional in self.positions.items():
             if not math.isfinite(notional):
                 raise DataValidationError(
@@ -175,15 +179,15 @@ def risk_decision_from(
 ) -> RiskDecision:
     """Map the kernel's check table and target to a RiskDecision."""
     items = []
-    for i, code in enumerate(CHECK_CODES):
-        passed = bool(checks[i, layout.CK_PASSED] != 0.0)
+    for code, name, row in zip(CHECK_CODES, _CHECK_NAMES, checks.tolist(), strict=True):
+        passed = row[layout.CK_PASSED] != 0.0
         items.append(
             Check(
-                name=code.lower(),
+                name=name,
                 passed=passed,
                 reason_code=None if passed else code,
-                observed=float(checks[i, layout.CK_OBSERVED]),
-                limit=float(checks[i, layout.CK_LIMIT]),
+                observed=row[layout.CK_OBSERVED],
+                limit=row[layout.CK_LIMIT],
             )
         )
     return RiskDecision(

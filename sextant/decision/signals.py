@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,15 +87,15 @@ def _as_float(value: object, name: str) -> float:
     return float(value)
 
 
-def ta_signal_from(out: FloatArray) -> TaSignal:
-    """The TA part of a decision output vector."""
+def ta_signal_from(out: Sequence[float] | FloatArray) -> TaSignal:
+    """The TA part of a decision output vector (the array, or its values as a list)."""
     votes = {name: float(out[layout.O_VOTES + i]) for i, name in enumerate(VOTE_NAMES)}
     missing = tuple(name for i, name in enumerate(VOTE_NAMES) if out[layout.O_MISSING + i] != 0.0)
     return TaSignal(score=float(out[layout.O_TA_SCORE]), votes=votes, missing=missing)
 
 
-def ml_signal_from(out: FloatArray, p_xgb: float, p_lstm: float) -> MlSignal:
-    """The ML part of a decision output vector."""
+def ml_signal_from(out: Sequence[float] | FloatArray, p_xgb: float, p_lstm: float) -> MlSignal:
+    """The ML part of a decision output vector (the array, or its values as a list)."""
     weights = {"xgb": float(out[layout.O_ML_W_XGB]), "lstm": float(out[layout.O_ML_W_LSTM])}
     return MlSignal(
         score=float(out[layout.O_ML_SCORE]),

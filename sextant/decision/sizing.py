@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,10 @@ class PositionSize:
     take_profit: float
 
 
-def position_size_from(out: FloatArray, direction: int, price: float) -> PositionSize:
-    """The sizing part of a decision output vector."""
+def position_size_from(
+    out: Sequence[float] | FloatArray, direction: int, price: float
+) -> PositionSize:
+    """The sizing part of a decision output vector (the array, or its values as a list)."""
     stop_dist = float(out[layout.O_STOP_DIST])
     tp_dist = float(out[layout.O_TP_DIST])
     stop = price - direction * stop_dist if direction else math.nan

@@ -109,6 +109,10 @@ class PaperBroker:
         self._equity = config.initial_equity
         self._unrealized = 0.0
         self._last_bar: int | None = None
+        # `to_snapshot`'s per-symbol books as of a copy of the state rows and trade numbering:
+        # a decision changes one symbol's row, so only that book is built again
+        self._snapshot_cache: tuple[np.ndarray, dict[int, int], list[dict[str, Any]]] | None = None
+        self._portfolio_cache: tuple[bytes, float, PortfolioState] | None = None
         k.reset_books(self._sym, self._acct, self._cfg)
 
     # --- state -----------------------------------------------------------------------------------
@@ -145,11 +149,18 @@ class PaperBroker:
         }
 
     def portfolio(self) -> PortfolioState:
-        """Equity and position notionals for ``decide``; orders submitted this bar count at target."""
-        return PortfolioState(
-            self._equity,
-            {s: float(self._positions[i] * self._equity) for i, s in enumerate(self._symbols)},
-        )
+        """Equity and position notionals for ``decide``; orders submitted this bar count at target.
+
+        The same state object while the equity and the positions are unchanged (it is frozen).
+        """
+        key = self._positions.tobytes()
+        cached = self._portfolio_cache
+        if cached is not None and cached[0] == key and cached[1] == self._equity:
+            return cached[2]
+        notional = (self._positions * self._equity).tolist()
+        state = PortfolioState(self._equity, dict(zip(self._symbols, notional, strict=True)))
+        self._portfolio_cache = (key, self._equity, state)
+        return state
 
     def trades(self) -> pd.DataFrame:
         """Every trade since the start (or the restore), open ones with exit_bar -1."""
@@ -293,20 +304,19 @@ class PaperBroker:
         )
 
     # --- snapshot ----------------------------------------------------------------------------------
-    def to_snapshot(self) -> dict[str, Any]:
-        """The live state as plain JSON values (NaN as null): books, open trades, pending orders."""
+    def to_snapshot(self, *, shared: bool = False) -> dict[str, Any]:
+        """The live state as plain JSON values (NaN as null): books, open trades, pending orders.
+
+        ``shared``: each symbol's book is the broker's own cached mapping, not a copy, for a
+        caller that serializes the snapshot at once and keeps nothing of it (the decision
+        engine's write, per decision); it must not be changed.
+        """
         open_rows = self._open_trade_rows()
         renumber = {row: i for i, row in enumerate(open_rows)}
-        books = {}
-        fields = k.SS_FIELDS
-        for symbol, values in zip(self._symbols, self._sym.tolist(), strict=True):
-            # x != x: NaN, stored as null (one pass over Python floats: this runs per decision)
-            state: dict[str, Any] = dict(
-                zip(fields, [None if x != x else x for x in values], strict=True)
-            )
-            row = int(values[k.SS_TRADE])
-            state["trade"] = renumber[row] if row >= 0 else -1
-            books[symbol] = state
+        states = self._snapshot_books(renumber)
+        if not shared:
+            states = [dict(state) for state in states]
+        books = dict(zip(self._symbols, states, strict=True))
         return {
             "version": SNAPSHOT_VERSION,
             "symbols": list(self._symbols),
@@ -324,6 +334,32 @@ class PaperBroker:
                 for row in open_rows
             ],
         }
+
+    def _snapshot_books(self, renumber: dict[int, int]) -> list[dict[str, Any]]:
+        """Each symbol's book as JSON values (NaN as null), rebuilt only for the rows whose bits
+        changed since the last snapshot under the same trade numbering (this runs per decision)."""
+        sym = self._sym
+        cache = self._snapshot_cache
+        if cache is None or cache[1] != renumber or cache[0].shape != sym.shape:
+            states: list[dict[str, Any]] = [{} for _ in self._symbols]
+            changed: Sequence[int] = range(len(self._symbols))
+        else:
+            previous, _, states = cache
+            states = list(states)
+            same = (sym.view(np.int64) == previous.view(np.int64)).all(axis=1)
+            changed = np.flatnonzero(~same).tolist()
+        fields = k.SS_FIELDS
+        for i in changed:
+            values = sym[i].tolist()
+            # x != x: NaN, stored as null
+            state: dict[str, Any] = dict(
+                zip(fields, [None if x != x else x for x in values], strict=True)
+            )
+            row = int(values[k.SS_TRADE])
+            state["trade"] = renumber[row] if row >= 0 else -1
+            states[i] = state
+        self._snapshot_cache = (sym.copy(), renumber, states)
+        return states
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any], config: ExecutionConfig) -> PaperBroker:

@@ -168,6 +168,28 @@ def test_each_request_fills_its_number_and_symbol() -> None:
     ]
 
 
+def test_round_names_an_account_asked_for_each_symbol_in_turn() -> None:
+    server = Server(service_s=0.0)
+    stage = Stage(
+        "rounds",
+        100,
+        0.05,
+        "POST",
+        "/v1/decisions",
+        body='{"symbol": "{symbol}", "account": "acct-{round}"}',
+        symbols=("A/USDT", "B/USDT"),
+    )
+    run(server, stage)
+    sent = sorted(((b["account"], b["symbol"]) for b in map(json.loads, server.bodies)))
+    assert sent == [
+        ("acct-0", "A/USDT"),
+        ("acct-0", "B/USDT"),
+        ("acct-1", "A/USDT"),
+        ("acct-1", "B/USDT"),
+        ("acct-2", "A/USDT"),
+    ]
+
+
 @pytest.mark.parametrize(
     "url", ["http://10.0.0.1:8000", "http://example.com", "http://192.168.1.2", "file:///x"]
 )

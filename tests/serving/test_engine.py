@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from features.feast_store import online_store_block
 from serving.decisions_store import decision_id
 from serving.engine import DecisionEngine
 from sextant.contracts import CHAMPION, REGISTERED_MODELS, ModelTag
@@ -115,6 +118,32 @@ def test_the_online_store_cannot_answer_for_a_past_bar(
 ) -> None:
     with pytest.raises(ConfigError, match=r"holds only the\s+latest vectors"):
         engine.decide(now=served_home.last_close - timedelta(hours=3))
+
+
+def test_the_online_store_is_read_again_only_after_a_commit_to_it(
+    engine: DecisionEngine, served_home: ServedHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = account_engine(engine, "reads")  # its own prepared reads
+    reads: list[tuple[str, ...]] = []
+    online_read = reader.feast.online_read
+
+    def counted(symbols: tuple[str, ...]) -> object:
+        reads.append(symbols)
+        return online_read(symbols)
+
+    monkeypatch.setattr(reader.feast, "online_read", counted)
+    first = reader.evaluate(now=served_home.last_close)
+    again = reader.evaluate(now=served_home.last_close)
+    assert len(reads) == 1  # nothing committed to the online store in between
+    assert [d.as_record() for d in again] == [d.as_record() for d in first]
+
+    # another connection commits to the online store's file (as a materialization does)
+    online = Path(str(online_store_block(served_home.settings)["path"]))
+    with contextlib.closing(sqlite3.connect(online)) as con, con:
+        con.execute("CREATE TABLE IF NOT EXISTS sextant_touch (x INTEGER)")
+    after = reader.evaluate(now=served_home.last_close)
+    assert len(reads) == 2
+    assert [d.as_record() for d in after] == [d.as_record() for d in first]
 
 
 def test_an_unknown_symbol_is_refused_by_name(engine: DecisionEngine) -> None:

@@ -46,6 +46,30 @@ def test_an_unmoved_alias_reloads_nothing(engine: DecisionEngine) -> None:
     assert engine.champions == before  # the very same sessions
 
 
+def test_the_aliases_are_looked_up_again_only_after_a_commit_to_the_registry(
+    engine: DecisionEngine, served_home: ServedHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.reload()  # looks the aliases up and keeps the registry's change token
+    looked: list[int] = []
+    lookup = engine.registry_versions
+
+    def counted() -> dict[str, str]:
+        looked.append(1)
+        return lookup()
+
+    monkeypatch.setattr(engine, "registry_versions", counted)
+
+    assert not engine.reload().changed
+    assert looked == []  # nothing committed to the registry since: nothing to look up
+
+    client = registry_client(served_home.settings)
+    version = engine.model_versions["xgb"]
+    client.set_model_version_tag(REGISTERED_MODELS["xgb"], version, "touched", "yes")  # a commit
+    assert not engine.reload().changed
+    assert looked == [1]
+    assert not engine.reload().changed and looked == [1]
+
+
 def test_a_moved_alias_is_loaded_and_swapped(
     engine: DecisionEngine, served_home: ServedHome, tmp_path: Path
 ) -> None:
