@@ -214,9 +214,7 @@ class _Service:
         self.metrics.observe_decisions(batch.made)
         self.metrics.observe_feature_age(batch.feature_age_bars)
         if batch.made:
-            self.metrics.observe_trading_state(
-                batch.records[0]["account"], batch.made[-1].risk.state
-            )
+            self.metrics.observe_trading_state(batch.account, batch.made[-1].risk.state)
 
 
 def _json_response(payload: Mapping[str, Any]) -> Response:
@@ -225,15 +223,16 @@ def _json_response(payload: Mapping[str, Any]) -> Response:
 
 
 def _decision_payloads(batch: DecisionBatch) -> list[dict[str, Any]]:
+    """Each record as stored (its JSON text sent on as it is), with how it was answered."""
     made = {d.symbol for d in batch.made}
     return [
         {
-            "decision": record,
-            "stored": record["symbol"] not in made,
+            "decision": orjson.Fragment(text),
+            "stored": symbol not in made,
             "model_versions": dict(batch.versions),
-            "feature_age_bars": _finite(float(batch.feature_age_bars[record["symbol"]])),
+            "feature_age_bars": _finite(float(batch.feature_age_bars[symbol])),
         }
-        for record in batch.records
+        for symbol, text in zip(batch.symbols, batch.texts, strict=True)
     ]
 
 

@@ -268,14 +268,14 @@ class Recorded:
     """What ``record`` wrote: the batch's ids, and how many of them were new.
 
     ``inserted == 0`` with ids: the bar was already recorded with identical decisions, so the
-    call changed nothing (the stored portfolio and gate state stand). ``records``: the batch's
-    records by id, as ``records(ids)`` would read them back (the JSON written, parsed).
+    call changed nothing (the stored portfolio and gate state stand). ``texts``: the batch's
+    records by id as stored, JSON text (what ``record_texts(ids)`` would read back).
     """
 
     ids: tuple[str, ...]
     inserted: int
     version: str | None = None  # the account state's new version, when this call wrote it
-    records: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    texts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,14 +557,12 @@ class DecisionsStore:
                 if not checked and state is None:
                     self._check_version(account, expect_version)
                     checked = True
-                inserted = 0
-                for row in rows:
-                    if con.execute(_INSERT_DECISION, row).rowcount:
-                        inserted += 1
-                    else:
-                        if not checked:
-                            self._check_version(account, expect_version)
-                            checked = True
+                inserted = con.executemany(_INSERT_DECISION, rows).rowcount if rows else 0
+                if inserted < len(rows):  # some were stored before: each must be a replay
+                    if not checked:
+                        self._check_version(account, expect_version)
+                        checked = True
+                    for row in rows:
                         self._check_replay(row)
                 # a bar replayed in full changes nothing: its state was stored with it
                 version = None
@@ -583,7 +581,7 @@ class DecisionsStore:
             ids=tuple(row[0] for row in rows),
             inserted=inserted,
             version=version,
-            records={row[0]: orjson.loads(row[-1]) for row in rows},
+            texts={row[0]: row[-1] for row in rows},
         )
 
     @contextmanager
@@ -934,11 +932,15 @@ class DecisionsStore:
 
     def records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored records among ``ids``, by id (one query)."""
+        return {ident: orjson.loads(text) for ident, text in self.record_texts(ids).items()}
+
+    def record_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored records among ``ids`` as their JSON text, by id (one query)."""
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
         rows = self._query(f"SELECT id, record FROM decisions WHERE id IN ({marks})", tuple(ids))
-        return {ident: orjson.loads(record) for ident, record in rows}
+        return {str(ident): str(text) for ident, text in rows}
 
     def state_version(self, account: str) -> str | None:
         """The account's ``AccountState.version`` (None before its first write); one small read."""

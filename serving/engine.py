@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from features.change_token import ChangeToken, sqlite_uri_path
 from features.definitions import GARCH_RETURN
@@ -100,13 +101,27 @@ class DecisionBatch:
     ``made`` are the decisions this call made (and submitted to the paper book); the others were
     already recorded for the bar and are answered from the store. ``versions`` are the champions
     that served the call; ``feature_age_bars`` the age by the clock of each symbol's vectors.
+    ``texts`` are the records as stored (JSON text, for a caller that sends them on as they are);
+    ``records`` the same parsed (on first use).
     """
 
     ts: datetime
-    records: tuple[dict[str, Any], ...]
+    account: str
+    symbols: tuple[str, ...]
+    texts: tuple[str, ...]
     made: tuple[Decision, ...]
     versions: Mapping[str, str]
     feature_age_bars: Mapping[str, float]
+    _parsed: tuple[dict[str, Any], ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        """The records as ``DecisionsStore.records`` reads them (parsed once)."""
+        parsed = self._parsed
+        if parsed is None:
+            parsed = tuple(orjson.loads(text) for text in self.texts)
+            object.__setattr__(self, "_parsed", parsed)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +144,7 @@ class _Book:
     # the records this engine wrote at the bar closing at ``recent_ts`` (with a cached book,
     # what is stored at that bar is what the caller read before taking the lock, and these)
     recent_ts: datetime | None = None
-    recent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recent: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,11 +336,13 @@ class DecisionEngine:
         inputs = self._inputs(chosen, now)
         # the common answer once the `trade` flow has decided the bar: what is stored, no models
         ids = [decision_id(account, symbol, inputs.ts) for symbol in chosen]
-        stored = self.store.records(ids)
+        stored = self.store.record_texts(ids)
         if len(stored) == len(ids):
             return DecisionBatch(
                 ts=inputs.ts,
-                records=tuple(stored[ident] for ident in ids),
+                account=account,
+                symbols=chosen,
+                texts=tuple(stored[ident] for ident in ids),
                 made=(),
                 versions=inputs.versions,
                 feature_age_bars=dict(zip(chosen, inputs.ages, strict=True)),
@@ -442,9 +459,7 @@ class DecisionEngine:
             inputs.outputs = self._model_outputs(inputs.prepared, len(inputs.symbols))
         return inputs.outputs
 
-    def _decide_once(
-        self, inputs: _Inputs, account: str, read: Mapping[str, dict[str, Any]]
-    ) -> DecisionBatch:
+    def _decide_once(self, inputs: _Inputs, account: str, read: Mapping[str, str]) -> DecisionBatch:
         """Decide what is not recorded yet; ``read``: the records of the call's ids at
         ``inputs.ts`` read before the lock was taken."""
         book = self._book(account)
@@ -457,7 +472,7 @@ class DecisionEngine:
             recent = book.recent if book.recent_ts == ts else {}
             stored = {**read, **{i: recent[i] for i in ids if i in recent}}
         else:
-            stored = self.store.records(ids)
+            stored = self.store.record_texts(ids)
         todo = [i for i, ident in enumerate(ids) if ident not in stored]
         made: list[Decision] = []
         if todo:
@@ -493,11 +508,13 @@ class DecisionEngine:
             book.version = recorded.version or book.version
             if book.recent_ts != ts:
                 book.recent_ts, book.recent = ts, {}
-            book.recent.update(recorded.records)
-            stored |= recorded.records
+            book.recent.update(recorded.texts)
+            stored |= recorded.texts
         return DecisionBatch(
             ts=ts,
-            records=tuple(stored[ident] for ident in ids),
+            account=account,
+            symbols=inputs.symbols,
+            texts=tuple(stored[ident] for ident in ids),
             made=tuple(made),
             versions=inputs.versions,
             feature_age_bars=dict(zip(inputs.symbols, inputs.ages, strict=True)),
