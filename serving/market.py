@@ -13,15 +13,20 @@ bar, summed (as the backtest charges it, `models.backtest`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from features.build import choose_candle_sources
 from features.compute import perp_symbol
 from features.ingest.store import MarketStore
+from sextant.errors import DataValidationError, SourceUnavailableError
 from sextant.execution import Candle
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
@@ -29,10 +34,13 @@ from sextant.timeframes import timeframe_to_timedelta
 __all__ = [
     "ClosedBar",
     "MarketHistory",
+    "MarketReader",
     "closed_bars",
     "latest_closes",
     "market_histories",
+    "market_updates",
     "open_market",
+    "perp_of",
 ]
 
 
@@ -155,6 +163,73 @@ def market_histories(
     }
 
 
+def perp_of(symbol: str) -> str:
+    """The perpetual whose funding `market_histories` reads for ``symbol``."""
+    return perp_symbol(symbol)
+
+
+def market_updates(
+    store: MarketStore,
+    settings: Settings,
+    candles_after: Mapping[str, tuple[str, pd.Timestamp | None]],
+    funding_after: Mapping[str, pd.Timestamp | None],
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The rows newer than a reader holds, shaped as `market_histories` returns them: per
+    symbol of ``candles_after`` (symbol -> (source, newest held candle or None)) the candles of
+    that source after it, per symbol of ``funding_after`` (symbol -> newest held settlement or
+    None) its perpetual's funding after it; (candles, funding) per symbol, at most two queries."""
+    floor = pd.Timestamp(1970, 1, 1, tz="UTC")
+    candles = pd.DataFrame(columns=["symbol", "event_ts"])
+    if candles_after:
+        match = " OR ".join("(symbol = ? AND source = ? AND event_ts > ?)" for _ in candles_after)
+        candles = store.query(
+            "SELECT symbol, event_ts, open, high, low, close, volume FROM candles "
+            f"WHERE timeframe = ? AND ({match}) ORDER BY symbol, event_ts",
+            [
+                settings.timeframe,
+                *[
+                    x
+                    for s, (source, last) in candles_after.items()
+                    for x in (s, source, (last or floor).to_pydatetime())
+                ],
+            ],
+        )
+    perps = {perp_symbol(s): s for s in funding_after}
+    funding = pd.DataFrame(columns=["symbol", "event_ts"])
+    if perps:
+        rates = " OR ".join("(symbol = ? AND event_ts > ?)" for _ in perps)
+        funding = store.query(
+            "SELECT symbol, event_ts, any_value(funding_rate ORDER BY source) AS funding_rate "
+            f"FROM funding_rates WHERE {rates} GROUP BY symbol, event_ts "
+            "ORDER BY symbol, event_ts",
+            [x for p, s in perps.items() for x in (p, (funding_after[s] or floor).to_pydatetime())],
+        )
+    for frame in (candles, funding):
+        frame["event_ts"] = pd.to_datetime(frame["event_ts"], utc=True)
+    by_candles = _by_symbol(candles)
+    by_funding = {perps[p]: rows for p, rows in _by_symbol(funding).items()}
+    empty_candles = candles.iloc[0:0].drop(columns="symbol")
+    empty_funding = funding.iloc[0:0].drop(columns="symbol")
+    return {
+        s: (by_candles.get(s, empty_candles), by_funding.get(s, empty_funding))
+        for s in {*candles_after, *funding_after}
+    }
+
+
+def _by_symbol(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A frame ordered by symbol split into one frame per symbol (without the column)."""
+    if frame.empty:
+        return {}
+    names = frame["symbol"].to_numpy()
+    starts = [0, *(i + 1 for i in range(len(names) - 1) if names[i] != names[i + 1])]
+    ends = [*starts[1:], len(names)]
+    rest = frame.drop(columns="symbol")
+    return {
+        str(names[a]): rest.iloc[a:b].reset_index(drop=True)
+        for a, b in zip(starts, ends, strict=True)
+    }
+
+
 def latest_closes(settings: Settings, symbols: Sequence[str], moment: datetime) -> dict[str, float]:
     """Per symbol, the close of its latest candle (of the features' source) that had closed by
     ``moment``, in one query; a symbol without such a candle is left out."""
@@ -178,3 +253,59 @@ def latest_closes(settings: Settings, symbols: Sequence[str], moment: datetime) 
 def _floor(ts: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
     epoch = pd.Timestamp(0, tz="UTC")
     return epoch + ((ts - epoch) // pd.Timedelta(bar)) * pd.Timedelta(bar)
+
+
+class _AttachedStore(MarketStore):
+    """A `MarketStore` reading through a `MarketReader`'s connection while the file is attached
+    (closing it leaves the connection to the reader)."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.path = path
+        self._con = con
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Nothing to do: the reader detaches the file."""
+
+
+class MarketReader:
+    """Read-only access to the market store for a long-lived reader (the monitor's host).
+
+    Holds one in-memory DuckDB connection and ATTACHes the market store file READ_ONLY only for
+    the span of one `attached` block, then DETACHes it: between blocks the process holds no lock
+    on the file, so `sextant ingest` in another process can open it for writing (DuckDB admits one
+    read-write process per file, and none while a reader has it open). Attaching costs a few
+    milliseconds where a fresh connection costs ~20 ms. While a writer holds the file, attaching
+    raises `SourceUnavailableError` (retry). Not thread-safe: one block at a time.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.paths.market_db
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone = 'UTC'")
+
+    @contextmanager
+    def attached(self) -> Iterator[MarketStore]:
+        """The store, attached read-only for the block (missing: `DataValidationError`)."""
+        if not self.path.exists():
+            raise DataValidationError(
+                "market store does not exist yet: run `sextant ingest` first", origin=str(self.path)
+            )
+        quoted = str(self.path).replace("'", "''")
+        try:
+            self._con.execute(f"ATTACH '{quoted}' AS {_ATTACHED} (READ_ONLY)")
+        except duckdb.IOException as exc:  # a writer (an ingest) holds the file: retry later
+            raise SourceUnavailableError(f"market store {self.path} is busy: {exc}") from exc
+        try:
+            self._con.execute(f"USE {_ATTACHED}")
+            yield _AttachedStore(self.path, self._con)
+        finally:
+            self._con.execute("USE memory")
+            self._con.execute(f"DETACH {_ATTACHED}")
+
+    def close(self) -> None:
+        """Close the connection (no file is attached between blocks)."""
+        self._con.close()
+
+
+_ATTACHED = "sextant_market"

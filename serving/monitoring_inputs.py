@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -19,24 +20,38 @@ from features.definitions import FEATURE_VIEWS, Kind
 from features.labels import forward_labels
 from sextant.settings import Settings
 
-__all__ = ["feature_history", "matured_outcomes"]
+__all__ = ["feature_files", "feature_history", "matured_outcomes"]
 
 _KEYS = ["symbol", "event_ts", "available_at"]
 
 
+def feature_files(settings: Settings) -> list[Path]:
+    """The feature tables `feature_history` reads (one parquet file per kind)."""
+    return [view_path(settings.paths.features_dir, FEATURE_VIEWS[kind]) for kind in Kind]
+
+
 def feature_history(
-    settings: Settings, symbols: Sequence[str], start: datetime | None
+    settings: Settings,
+    symbols: Sequence[str],
+    start: datetime | None,
+    *,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """``symbol, available_at`` and every feature, rows with ``available_at >= start``."""
+    """``symbol, available_at`` and every feature (or those of ``columns`` the tables hold),
+    rows with ``available_at >= start``."""
     merged: pd.DataFrame | None = None
-    for kind in Kind:
-        path = view_path(settings.paths.features_dir, FEATURE_VIEWS[kind])
+    for path in feature_files(settings):
         if not path.is_file():
             return pd.DataFrame(columns=["symbol", "available_at"])
         wanted = ds.field("symbol").isin(list(symbols))
         if start is not None:
             wanted = wanted & (ds.field("available_at") >= pd.Timestamp(start))
-        table = ds.dataset(path, format="parquet").to_table(filter=wanted).to_pandas()
+        dataset = ds.dataset(path, format="parquet")
+        names = None
+        if columns is not None:
+            stored = set(dataset.schema.names)
+            names = [*_KEYS, *(c for c in columns if c in stored and c not in _KEYS)]
+        table = dataset.to_table(columns=names, filter=wanted).to_pandas()
         merged = table if merged is None else merged.merge(table, on=_KEYS, how="inner")
     assert merged is not None
     merged["available_at"] = pd.to_datetime(merged["available_at"], utc=True)

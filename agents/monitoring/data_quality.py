@@ -19,7 +19,9 @@ Statistics and thresholds (docs/monitoring.md "Data-quality detectors"):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import contextvars
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -53,6 +55,7 @@ __all__ = [
     "read_ingest_log",
     "read_quarantine_reasons",
     "read_series_timestamps",
+    "runs_shared",
     "series_gap",
 ]
 
@@ -159,35 +162,79 @@ def read_series_timestamps(
     order = "ORDER BY source, symbol, timeframe, event_ts"
     if closing_from is None:
         return store.query(f"SELECT {columns} FROM {tables[dataset]} {where} {order}", params)
-    following = "lead(event_ts) OVER (PARTITION BY source, symbol, timeframe ORDER BY event_ts)"
+    # the rows at or after `closing_from`, and in each series holding one, the newest row
+    # before it (its predecessor): no window over the whole history
+    cutoff = _utc(closing_from, "closing_from")
+    low = ("AND event_ts >= ?", [_utc(start, "start")]) if start else ("", [])
+    keys = f"source, {symbol}, {timeframe}"
     return store.query(
-        f"SELECT source, symbol, timeframe, event_ts FROM (SELECT {columns}, {following} AS nxt "
-        f"FROM {tables[dataset]} {where}) WHERE event_ts >= ? OR nxt >= ? {order}",
-        [*params, _utc(closing_from, "closing_from"), _utc(closing_from, "closing_from")],
+        f"WITH recent AS (SELECT {columns} FROM {tables[dataset]} WHERE event_ts >= ? "
+        f"{low[0]}) SELECT * FROM recent UNION ALL SELECT {keys}, max(event_ts) "
+        f"FROM {tables[dataset]} WHERE event_ts < ? {low[0]} AND ({keys}) IN "
+        f"(SELECT DISTINCT source, symbol, timeframe FROM recent) GROUP BY ALL {order}",
+        [cutoff, *low[1], cutoff, *low[1]],
     )
 
 
 # -- runs ------------------------------------------------------------------------------------
 
 
+_RUNS: contextvars.ContextVar[dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None] = (
+    contextvars.ContextVar("sextant_ingest_runs", default=None)
+)
+
+
+@contextmanager
+def runs_shared() -> Iterator[None]:
+    """Within the block, `ingest_runs` of one log frame is computed once for every detector
+    handed that frame (the caller must not change it in between)."""
+    token = _RUNS.set({})
+    try:
+        yield
+    finally:
+        _RUNS.reset(token)
+
+
 def ingest_runs(ingest_log: pd.DataFrame) -> pd.DataFrame:
     """One row per (run_id, series): rows summed over the run's batches, its latest time and
     the series' newest stored bar after it; oldest run first."""
-    frame = _checked_log(ingest_log)
-    runs = (
-        frame.groupby(["run_id", *_SERIES], sort=False, dropna=False)
-        .agg(
-            logged_at=("logged_at", "max"),
-            rows_in=("rows_in", "sum"),
-            rows_added=("rows_added", "sum"),
-            rows_quarantined=("rows_quarantined", "sum"),
-            last_event_ts=("last_event_ts", "max"),
-        )
-        .reset_index()
-        .sort_values(["logged_at", "run_id", *_SERIES], kind="stable")
-        .reset_index(drop=True)
-    )
+    memo = _RUNS.get()
+    if memo is not None:
+        seen = memo.get(id(ingest_log))
+        if seen is not None and seen[0] is ingest_log:
+            return seen[1].copy()
+    runs = _ingest_runs(ingest_log)
+    if memo is not None:
+        memo[id(ingest_log)] = (ingest_log, runs.copy())
     return runs
+
+
+def _ingest_runs(ingest_log: pd.DataFrame) -> pd.DataFrame:
+    frame = _checked_log(ingest_log)
+    keys = ["run_id", *_SERIES]
+    # one grouping pass, the sums and maxima in numpy (a pandas agg costs ~20 ms a call)
+    codes = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    groups = int(codes.max()) + 1 if len(codes) else 0
+    firsts = np.unique(codes, return_index=True)[1] if len(codes) else np.array([], dtype=int)
+    runs = frame[keys].iloc[firsts].reset_index(drop=True)
+    for name, how in (
+        ("logged_at", "max"),
+        ("rows_in", "sum"),
+        ("rows_added", "sum"),
+        ("rows_quarantined", "sum"),
+        ("last_event_ts", "max"),
+    ):
+        column = frame[name]
+        if how == "sum":
+            totals = np.zeros(groups, dtype=np.int64)
+            np.add.at(totals, codes, column.to_numpy(dtype=np.int64))
+            runs[name] = totals
+            continue
+        stamps = pd.DatetimeIndex(pd.to_datetime(column, utc=True))
+        values = np.full(groups, np.iinfo(np.int64).min, dtype=np.int64)  # NaT: skipped
+        np.maximum.at(values, codes, stamps.tz_convert(None).to_numpy().view(np.int64))
+        runs[name] = pd.DatetimeIndex(values.view(f"M8[{stamps.unit}]")).tz_localize("UTC")
+    return runs.sort_values(["logged_at", "run_id", *_SERIES], kind="stable").reset_index(drop=True)
 
 
 # -- detectors -------------------------------------------------------------------------------

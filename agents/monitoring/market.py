@@ -21,8 +21,11 @@ Statistics and thresholds (docs/monitoring.md "Market detectors"):
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -55,6 +58,7 @@ __all__ = [
     "GarchResidualConfig",
     "MissingBarConfig",
     "VolumeConfig",
+    "checked_once",
     "fit_garch_reference",
     "funding_extreme",
     "garch_residual",
@@ -69,6 +73,23 @@ CANDLE_COLUMNS = ("event_ts", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("event_ts", "funding_rate")
 EVIDENCE_CAP = 50  # values of a trailing window kept in a finding's evidence (the latest ones)
 MAD_SCALE = 1.4826  # MAD * 1.4826 estimates a normal standard deviation
+# frames already validated inside a `checked_once` block: id -> (frame, symbol)
+_CHECKED: contextvars.ContextVar[dict[int, tuple[pd.DataFrame, str]] | None] = (
+    contextvars.ContextVar("sextant_checked_candles", default=None)
+)
+
+
+@contextmanager
+def checked_once() -> Iterator[None]:
+    """Within the block, a candles frame handed to several detectors is validated by the first
+    (the caller must not change it in between: the monitor runs the five detectors over each
+    symbol's frame in one block). Outside one, every call validates its input."""
+    token = _CHECKED.set({})
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -245,7 +266,7 @@ def garch_residual(
     variance = _garch_variance(p, r)
     first = max(cfg.warmup_bars, _first_at_or_after(ts.iloc[1:], since))
     z = (r[first:] - p.mu) / np.sqrt(variance[first:])
-    threshold = standardized_quantile(p, 0.5 + cfg.level / 2)
+    threshold = _standardized_line(p, 0.5 + cfg.level / 2)
     critical = threshold * cfg.critical_multiple
     hits = np.flatnonzero(np.abs(z) > threshold)
     findings = []
@@ -640,6 +661,12 @@ def _utc(value: datetime, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _standardized_line(params: GarchParams, level: float) -> float:
+    """`standardized_quantile`, kept per (parameters, level): a t quantile costs ~0.5 ms."""
+    return standardized_quantile(params, level)
+
+
 def _epoch_ms(ts: pd.Series) -> IntArray:
     """Epoch milliseconds of a tz-aware series, whatever its unit (pandas ns, DuckDB us)."""
     values = np.asarray(ts.array.tz_convert(None)).astype("datetime64[ms]")
@@ -689,6 +716,18 @@ def _checked_frame(
 
 
 def _checked_candles(candles: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    memo = _CHECKED.get()
+    if memo is not None:
+        seen = memo.get(id(candles))
+        if seen is not None and seen[0] is candles and seen[1] == symbol:
+            return candles
+    frame = _validated_candles(candles, symbol)
+    if memo is not None:
+        memo[id(candles)] = (candles, symbol)  # kept alive: the id is not reused in the block
+    return frame
+
+
+def _validated_candles(candles: pd.DataFrame, symbol: str) -> pd.DataFrame:
     frame = _checked_frame(candles, CANDLE_COLUMNS, symbol, "candles")
     ts = frame["event_ts"]
     prices = np.column_stack(

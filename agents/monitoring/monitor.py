@@ -13,29 +13,53 @@ Drift alarms are edges, not levels: a model-drift kind is *raised* for a family 
 evaluation crosses the threshold. The monitor keeps that state in the store and calls ``emit``
 (the flow: a Prefect event ``sextant.drift.detected`` with the figures) only when it rises, so
 one crossing is one event however many bars it stays above.
+
+`Monitor` is the long-lived form (``sextant monitor --follow``): opened once, it keeps the
+decisions store, the MLflow client, the champions' drift references, the trailing market windows
+and the feature rows between bars, and reads only what is new each bar; its results equal
+``run_monitor``'s (which is ``Monitor.open`` + one ``run`` + close). Cache rules:
+
+- market windows: the market store is attached read-only only while a run reads it (an ingest in
+  another process is never blocked between runs). Each run reads the ingest log since the newest
+  entry it has seen: a series with no new entry is unchanged (ingest is the only writer); new
+  rows after the held ones are read alone; an entry that added rows at or before the newest held
+  one (a late fill), or candles of another source, re-reads that symbol's window. Every
+  ``reread_every_runs`` runs the whole window is read again (edits that bypass ingest);
+- feature rows: reused while the feature tables' files are unchanged (an atomic replace is a new
+  file), read again when one changes;
+- champions: the alias is looked up again when the registry's sqlite file changed, and at least
+  every ``champion_recheck_s`` seconds (a non-file registry: only the latter).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 
 from agents.monitoring.data_quality import (
     EmptyIngestConfig,
     QuarantineConfig,
     SeriesGapConfig,
+    StoreReader,
     empty_ingest,
     quarantine_spike,
     read_ingest_log,
     read_quarantine_reasons,
     read_series_timestamps,
+    runs_shared,
     series_gap,
 )
 from agents.monitoring.drift import (
@@ -58,6 +82,7 @@ from agents.monitoring.market import (
     GarchResidualConfig,
     MissingBarConfig,
     VolumeConfig,
+    checked_once,
     fit_garch_reference,
     funding_extreme,
     garch_residual,
@@ -68,16 +93,31 @@ from agents.monitoring.market import (
 from models.drift_reference import DriftReference
 from serving.champions import registry_client
 from serving.decisions_store import DecisionsStore
-from serving.market import MarketHistory, market_histories, open_market
+from serving.market import (
+    MarketHistory,
+    MarketReader,
+    market_histories,
+    market_updates,
+    perp_of,
+)
 from serving.metrics import DRIFT_FIGURES_KEY
-from serving.monitoring_inputs import feature_history, matured_outcomes
-from sextant.config import PositiveInt, SextantConfig
+from serving.monitoring_inputs import feature_files, feature_history, matured_outcomes
+from sextant.config import PositiveFloat, PositiveInt, SextantConfig
 from sextant.contracts import CHAMPION, REGISTERED_MODELS
-from sextant.errors import ConfigError
+from sextant.errors import ConfigError, SourceUnavailableError
 from sextant.settings import Settings
 from sextant.timeframes import timeframe_to_timedelta
 
-__all__ = ["DRIFT_EVENT", "Emit", "MonitorConfig", "MonitorReport", "run_monitor"]
+__all__ = [
+    "DRIFT_EVENT",
+    "Emit",
+    "Monitor",
+    "MonitorConfig",
+    "MonitorReport",
+    "follow_monitor",
+    "next_run_at",
+    "run_monitor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +151,12 @@ class MonitorConfig(SextantConfig):
     calibration_decay: CalibrationDecayConfig = CalibrationDecayConfig()
     decision_mix: DecisionMixConfig = DecisionMixConfig()
     drift_families: tuple[str, ...] = ("xgb", "lstm")  # direction champions with references
+    # a long-lived Monitor: look the champion aliases up again at least this often (seconds; a
+    # sqlite registry is also re-read whenever its file changed)
+    champion_recheck_s: PositiveFloat = 300.0
+    # a long-lived Monitor: read the whole market window again every this many runs (catches
+    # edits to the store that bypass ingest and its log)
+    reread_every_runs: PositiveInt = 24
 
 
 @dataclass(frozen=True)
@@ -158,13 +204,137 @@ def run_monitor(
     emit: Emit | None = None,
 ) -> MonitorReport:
     """Run every detector over the bars from ``since`` and store what they find (idempotent);
-    ``emit`` receives one ``DRIFT_EVENT`` per model drift alarm that rose."""
-    cfg = config or MonitorConfig()
-    chosen = tuple(symbols or settings.symbols)
-    moment = _aware(now or datetime.now(UTC), "now")
+    ``emit`` receives one ``DRIFT_EVENT`` per model drift alarm that rose. One-shot: opens the
+    stores, runs once, closes (`Monitor` keeps them open between bars)."""
+    with Monitor.open(settings, config=config) as monitor:
+        return monitor.run(symbols=symbols, since=since, now=now, emit=emit)
+
+
+def next_run_at(moment: datetime, bar: timedelta, delay: timedelta) -> datetime:
+    """The first bar close (bars close on multiples of ``bar`` since the epoch) plus ``delay``
+    strictly after ``moment``."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    closes = (moment - delay - epoch) // bar + 1
+    return epoch + closes * bar + delay
+
+
+def follow_monitor(
+    settings: Settings,
+    *,
+    symbols: Sequence[str] | None = None,
+    config: MonitorConfig | None = None,
+    emit: Emit | None = None,
+    bars: int | None = None,
+    delay: timedelta = timedelta(seconds=30),
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+    on_report: Callable[[MonitorReport], None] | None = None,
+) -> int:
+    """The long-lived host (``sextant monitor --follow``): one `Monitor` kept open, run now and
+    then ``delay`` after each bar close, until ``bars`` runs (None: until interrupted). A market
+    store held by an ingest is retried ``delay`` later. Returns the runs made."""
     bar = timeframe_to_timedelta(settings.timeframe)
-    with DecisionsStore.open(settings.paths.decisions_db) as store:
+    done = 0
+    with Monitor.open(settings, config=config) as monitor:
+        while bars is None or done < bars:
+            try:
+                report = monitor.run(symbols=symbols, now=_aware(clock(), "clock"), emit=emit)
+            except SourceUnavailableError as exc:
+                log.warning("monitor: %s; retrying in %s", exc, delay)
+                sleep(delay.total_seconds())
+                continue
+            done += 1
+            if on_report is not None:
+                on_report(report)
+            if bars is not None and done >= bars:
+                break
+            moment = _aware(clock(), "clock")
+            sleep(max(0.0, (next_run_at(moment, bar, delay) - moment).total_seconds()))
+    return done
+
+
+@dataclass
+class _MarketCache:
+    """The trailing market windows a `Monitor` holds between runs."""
+
+    start: datetime | None = None  # rows held from (None: everything stored)
+    held: dict[str, MarketHistory] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)  # symbols read and found without candles
+    seen: pd.Timestamp | None = None  # the newest ingest log entry seen
+    runs: int = 0  # runs since the last read of every window
+
+
+@dataclass
+class _FeatureCache:
+    marks: tuple[tuple[int, int, int], ...] = ()  # (inode, mtime_ns, size) of each table file
+    start: datetime | None = None
+    symbols: frozenset[str] = frozenset()
+    columns: frozenset[str] = frozenset()
+    frame: pd.DataFrame | None = None
+
+
+@dataclass
+class _Champion:
+    version: str | None
+    reference: DriftReference | None
+    mark: tuple[tuple[int, int, int], ...] | None  # the registry file's state when looked up
+    checked: float  # time.monotonic() of the lookup
+
+
+class Monitor:
+    """The monitor kept open between bars (``sextant monitor --follow``): ``run`` equals
+    `run_monitor` in findings, stored records and events, reading only what is new (module
+    docstring: cache rules). One run at a time; close it (or use it as a context manager)."""
+
+    def __init__(self, settings: Settings, config: MonitorConfig, store: DecisionsStore) -> None:
+        self.settings = settings
+        self.config = config
+        self._store = store
+        self._reader = MarketReader(settings)
+        self._client: Any = None
+        self._market = _MarketCache()
+        self._features = _FeatureCache()
+        self._champions: dict[str, _Champion] = {}
+
+    @classmethod
+    def open(cls, settings: Settings, *, config: MonitorConfig | None = None) -> Monitor:
+        """Open the decisions store (created on first use); the market store is attached per
+        run, the MLflow client on first need."""
+        store = DecisionsStore.open(settings.paths.decisions_db)
+        return cls(settings, config or MonitorConfig(), store)
+
+    def close(self) -> None:
+        """Close the stores."""
+        self._reader.close()
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(
+        self,
+        *,
+        symbols: Sequence[str] | None = None,
+        since: datetime | None = None,
+        now: datetime | None = None,
+        emit: Emit | None = None,
+    ) -> MonitorReport:
+        """Run every detector over the bars from ``since`` (default: after the last bar
+        evaluated) and store what they find; ``emit`` receives each drift event that rose."""
+        settings, cfg, store = self.settings, self.config, self._store
+        chosen = tuple(symbols or settings.symbols)
+        moment = _aware(now or datetime.now(UTC), "now")
+        bar = timeframe_to_timedelta(settings.timeframe)
         start = _aware(since, "since") if since is not None else _last_evaluated(store, bar)
+        history_start = None if start is None else start - cfg.history_bars * bar
         findings: list[Finding] = []
         fits = dict(store.monitor_state(GARCH_FITS_KEY) or {})
         garch_used: dict[str, dict[str, Any]] = {}
@@ -172,13 +342,13 @@ def run_monitor(
         watched: list[tuple[str, str]] = []  # candle series missing_bar covers
         first: datetime | None = None  # the earliest bar evaluated
         newest: datetime | None = None
-        with open_market(settings) as market:
-            read = market_histories(
-                market,
-                settings,
-                chosen,
-                start=None if start is None else start - cfg.history_bars * bar,
-            )
+        last_run = store.monitor_state(LAST_RUN_KEY)
+        runs_since = None if last_run is None else datetime.fromisoformat(last_run)
+        # the ingest runs since the last run are judged against the trailing runs
+        log_start = None if runs_since is None else runs_since - INGEST_LOOKBACK
+        with self._reader.attached() as market:
+            ingest_log = read_ingest_log(market, since=log_start)
+            read = self._histories(market, chosen, history_start, ingest_log, log_start)
             for symbol in chosen:
                 history = read.get(symbol)
                 if history is None or history.candles.empty:
@@ -195,19 +365,13 @@ def run_monitor(
                 findings += _market_findings(history, reference, evaluated, moment, settings, cfg)
                 last = history.candles["event_ts"].iloc[-1].to_pydatetime()
                 newest = last if newest is None else max(newest, last)
-            last_run = store.monitor_state(LAST_RUN_KEY)
             findings += _data_findings(
-                market,
-                watched,
-                start,
-                None if last_run is None else datetime.fromisoformat(last_run),
-                None if start is None else start - cfg.history_bars * bar,
-                cfg,
+                market, ingest_log, watched, start, runs_since, history_start, cfg
             )
         # model drift is judged at bar closes: those of the bars evaluated here (the close at
         # `first` itself ends the bar before, judged by the run that evaluated that bar)
         closes_from = None if first is None else first + bar
-        drift, figures, judged = _drift_findings(settings, store, histories, closes_from, cfg)
+        drift, figures, judged = self._drift_findings(histories, closes_from)
         findings += drift
         alarms, events = _drift_edges(store, drift, histories, closes_from, settings)
         detected = moment.isoformat()
@@ -222,22 +386,330 @@ def run_monitor(
         if newest is not None:
             state[LAST_BAR_KEY] = newest.isoformat()
         stored = store.record_anomalies(records, state=state)
-    # after the commit: an event is sent for an alarm whose state is stored as raised
-    for event in events:
-        if emit is not None:
-            emit(DRIFT_EVENT, event)
-    report = MonitorReport(
-        since=first,
-        until=newest,
-        symbols=chosen,
-        findings=tuple(findings),
-        stored=stored,
-        events=tuple(events),
-        garch=garch_used,
-        drift_families=judged,
+        # after the commit: an event is sent for an alarm whose state is stored as raised
+        for event in events:
+            if emit is not None:
+                emit(DRIFT_EVENT, event)
+        report = MonitorReport(
+            since=first,
+            until=newest,
+            symbols=chosen,
+            findings=tuple(findings),
+            stored=stored,
+            events=tuple(events),
+            garch=garch_used,
+            drift_families=judged,
+        )
+        log.info("monitor: %s", json.dumps(report.to_json()["by_kind"]))
+        return report
+
+    # -- what is held between runs ---------------------------------------------------------
+
+    def _histories(
+        self,
+        market: Any,
+        symbols: Sequence[str],
+        start: datetime | None,
+        ingest_log: pd.DataFrame,
+        log_start: datetime | None,
+    ) -> dict[str, MarketHistory]:
+        """Each symbol's candles and funding from ``start``, as `market_histories` reads them,
+        from the held windows plus what the ingest log (``ingest_log``: the entries from
+        ``log_start``) says changed."""
+        cache, settings = self._market, self.settings
+        seen = (
+            pd.Timestamp(ingest_log["logged_at"].max())
+            if not ingest_log.empty
+            else _newest_log_entry(market)
+        )
+        covered = cache.seen is not None and (
+            cache.start is None or (start is not None and start >= cache.start)
+        )
+        if not covered or cache.runs + 1 >= self.config.reread_every_runs:
+            cache.held, cache.absent, cache.runs = {}, set(), 0
+            cache.seen, cache.start = None, start
+        else:
+            cache.runs += 1
+        entries = None
+        if cache.seen is not None:
+            stamps = pd.to_datetime(ingest_log["logged_at"], utc=True)
+            entries = (
+                ingest_log[stamps > cache.seen]
+                if log_start is None or cache.seen >= pd.Timestamp(log_start)
+                else _log_entries(market, cache.seen)
+            )
+        reread: set[str] = {s for s in symbols if s not in cache.held and s not in cache.absent}
+        candles_after: dict[str, tuple[str, pd.Timestamp | None]] = {}
+        funding_after: dict[str, pd.Timestamp | None] = {}
+        if entries is not None and not entries.empty:
+            # per symbol, the (source, first row) of each entry that added candles, and the
+            # first rows of those that added its perpetual's funding
+            added_candles: dict[str, list[tuple[str, Any]]] = {}
+            added_funding: dict[str, list[Any]] = {}
+            for dataset, source, name, timeframe, rows, first_ts in zip(
+                entries["dataset"],
+                entries["source"],
+                entries["symbol"],
+                entries["timeframe"],
+                entries["rows_added"],
+                entries["first_ts"],
+                strict=True,
+            ):
+                if rows <= 0:
+                    continue
+                if dataset == "candles" and timeframe == settings.timeframe:
+                    added_candles.setdefault(str(name), []).append((str(source), first_ts))
+                elif dataset == "funding":
+                    added_funding.setdefault(str(name), []).append(first_ts)
+            # every symbol held or known absent too: the entries are consumed here
+            for symbol in sorted({*symbols, *cache.held, *cache.absent}):
+                held = cache.held.get(symbol)
+                candle_entries = added_candles.get(symbol, [])
+                funding_entries = added_funding.get(perp_of(symbol), [])
+                if held is None:
+                    if candle_entries:  # absent until now
+                        reread.add(symbol)
+                    continue
+                last_candle = _last(held.candles)
+                last_rate = _last(held.funding)
+                late = (
+                    any(source != held.source for source, _ in candle_entries)
+                    or _before([first for _, first in candle_entries], last_candle)
+                    or _before(funding_entries, last_rate)
+                )
+                if late:
+                    reread.add(symbol)
+                    continue
+                if candle_entries:
+                    candles_after[symbol] = (held.source, last_candle)
+                if funding_entries:
+                    funding_after[symbol] = last_rate
+        if reread:
+            fresh = market_histories(market, settings, sorted(reread), start=cache.start)
+            for symbol in reread:
+                if symbol in fresh:
+                    cache.held[symbol] = fresh[symbol]
+                    cache.absent.discard(symbol)
+                else:
+                    cache.held.pop(symbol, None)
+                    cache.absent.add(symbol)
+        new = (
+            market_updates(market, settings, candles_after, funding_after)
+            if candles_after or funding_after
+            else {}
+        )
+        cache.seen = seen
+        if start is not None and (cache.start is None or start > cache.start):
+            cache.start = start  # the window moves forward: drop what no run will read again
+        for symbol, held in list(cache.held.items()):
+            new_candles, new_funding = new.get(symbol, (None, None))
+            candles = _window(held.candles, new_candles, cache.start)
+            funding = _window(held.funding, new_funding, cache.start)
+            if candles is not held.candles or funding is not held.funding:
+                cache.held[symbol] = MarketHistory(symbol, held.source, candles, funding)
+        return {s: cache.held[s] for s in symbols if s in cache.held}
+
+    def _client_now(self) -> Any:
+        if self._client is None:
+            self._client = registry_client(self.settings)
+        return self._client
+
+    def _champion_reference(self, family: str) -> DriftReference | None:
+        """The family champion's drift reference; the alias is looked up again when the
+        registry file changed or ``champion_recheck_s`` passed."""
+        mark = _registry_mark(self.settings.registry_uri)
+        held = self._champions.get(family)
+        fresh = (
+            held is not None
+            and (mark is None or held.mark == mark)
+            and time.monotonic() - held.checked < self.config.champion_recheck_s
+        )
+        if held is not None and fresh:
+            return held.reference
+        checked = time.monotonic()
+        version, reference = _drift_reference(self.settings, self._client_now(), family)
+        self._champions[family] = _Champion(version, reference, mark, checked)
+        return reference
+
+    def _feature_rows(
+        self, symbols: Sequence[str], start: datetime, columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The feature tables' rows from ``start`` (held while the files are unchanged)."""
+        cache = self._features
+        marks = _file_marks(feature_files(self.settings))
+        wanted, names = frozenset(symbols), frozenset(columns)
+        if not (
+            cache.frame is not None
+            and marks == cache.marks
+            and cache.start is not None
+            and start >= cache.start
+            and wanted <= cache.symbols
+            and names <= cache.columns
+        ):
+            frame = feature_history(self.settings, sorted(wanted), start, columns=sorted(names))
+            self._features = _FeatureCache(marks, start, wanted, names, frame)
+            cache = self._features
+        assert cache.frame is not None
+        frame = cache.frame
+        return frame[(frame["available_at"] >= pd.Timestamp(start)) & frame["symbol"].isin(wanted)]
+
+    def _drift_findings(
+        self, histories: Mapping[str, MarketHistory], since: datetime | None
+    ) -> tuple[list[Finding], dict[str, dict[str, float | None]], tuple[str, ...]]:
+        """Model drift of each direction champion that has a reference, and the account's
+        decision mix; the latest figure per family and statistic for the service's gauges. A
+        finding's kind names its family (``feature_drift_xgb``): both families judge the same
+        symbol and bar."""
+        if since is None:
+            return [], {}, ()
+        settings, cfg = self.settings, self.config
+        bar = timeframe_to_timedelta(settings.timeframe)
+        lookback = (
+            since - max(cfg.feature_drift.window_bars, cfg.calibration_decay.window) * bar * 2
+        )
+        records = self._store.latest(
+            1_000_000,
+            account=settings.paper_account,
+            start=lookback - cfg.decision_mix.reference_hours * timedelta(hours=1),
+        )
+        findings: list[Finding] = []
+        figures: dict[str, dict[str, float | None]] = {}
+        judged: list[str] = []
+        references: dict[str, DriftReference] = {}
+        for family in cfg.drift_families:
+            reference = self._champion_reference(family)
+            if reference is not None:  # none: no champion, or one registered before references
+                references[family] = reference
+        columns = sorted({name for r in references.values() for name in r.features})
+        history: pd.DataFrame | None = None
+        for family, reference in references.items():
+            judged.append(family)
+            symbols = [s for s in histories if s in reference.symbols]
+            found: list[Finding] = []
+            if history is None:  # one read serves both families: the feature tables hold both
+                history = _window_rows(
+                    self._feature_rows(list(histories), lookback, columns),
+                    since,
+                    cfg.feature_drift.window_bars,
+                )
+            features = history[history["symbol"].isin(symbols)]
+            if not features.empty:
+                found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
+            predictions = pd.DataFrame(
+                [
+                    {"symbol": r["symbol"], "ts": r["ts"], "p_up": r["models"][f"p_{family}"]}
+                    for r in records
+                    if r["symbol"] in symbols
+                ],
+                columns=["symbol", "ts", "p_up"],
+            ).astype({"p_up": float})
+            if not predictions.empty:
+                predictions["ts"] = pd.to_datetime(predictions["ts"], utc=True)
+                found += prediction_drift(
+                    predictions, reference, config=cfg.prediction_drift, since=since
+                )
+                outcomes = pd.concat(
+                    [
+                        matured_outcomes(
+                            histories[s].candles, s, settings.timeframe, reference.label_horizon
+                        )
+                        for s in symbols
+                    ],
+                    ignore_index=True,
+                )
+                found += calibration_decay(
+                    predictions, outcomes, reference, config=cfg.calibration_decay, since=since
+                )
+            for finding in found:
+                figures.setdefault(family, {})[finding.statistic] = finding.value
+            findings += [dataclasses.replace(f, kind=f"{f.kind}_{family}") for f in found]
+        if records:
+            mix = decision_categories(records)
+            findings += decision_mix_drift(mix, config=cfg.decision_mix, since=since)
+        return findings, figures, tuple(judged)
+
+
+def _window_rows(frame: pd.DataFrame, since: datetime, window: int) -> pd.DataFrame:
+    """Per symbol, the rows `feature_drift` reads for the closes from ``since``: each close's
+    window is its last ``window`` rows, so the rows before the ``window``-th before ``since``
+    never enter one (the findings are the same as over the whole frame)."""
+    if frame.empty:
+        return frame
+    ordered = frame.sort_values(["symbol", "available_at"], kind="stable")
+    times = (
+        pd.DatetimeIndex(pd.to_datetime(ordered["available_at"], utc=True))
+        .as_unit("ns")
+        .tz_convert(None)
+        .to_numpy()
+        .view(np.int64)
     )
-    log.info("monitor: %s", json.dumps(report.to_json()["by_kind"]))
-    return report
+    codes = ordered["symbol"].to_numpy()
+    keep = np.zeros(len(ordered), dtype=bool)
+    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    cutoff = pd.Timestamp(since).as_unit("ns").value
+    for lo, hi in itertools.pairwise(bounds):
+        first = lo + int(np.searchsorted(times[lo:hi], cutoff, side="left"))
+        keep[max(lo, first - window) : hi] = True
+    return ordered[keep]
+
+
+def _newest_log_entry(market: StoreReader) -> pd.Timestamp | None:
+    found = market.query("SELECT max(logged_at) AS seen FROM ingest_log")["seen"].iloc[0]
+    return None if pd.isna(found) else pd.Timestamp(found)
+
+
+def _log_entries(market: StoreReader, after: pd.Timestamp) -> pd.DataFrame:
+    """The ingest log's entries after ``after`` (ingest writes one per batch, in order)."""
+    return market.query(
+        "SELECT dataset, source, symbol, timeframe, rows_added, first_ts, logged_at "
+        "FROM ingest_log WHERE logged_at > ?",
+        [after.to_pydatetime()],
+    )
+
+
+def _last(frame: pd.DataFrame) -> pd.Timestamp | None:
+    return None if frame.empty else pd.Timestamp(frame["event_ts"].iloc[-1])
+
+
+def _before(firsts: Sequence[Any], last: pd.Timestamp | None) -> bool:
+    """Whether an entry added rows at or before ``last`` (a late fill of a held window)."""
+    if last is None:
+        return False
+    return any(pd.isna(first) or pd.Timestamp(first) <= last for first in firsts)
+
+
+def _window(held: pd.DataFrame, new: pd.DataFrame | None, start: datetime | None) -> pd.DataFrame:
+    """``held`` from ``start`` on with ``new`` appended (``held`` itself when unchanged)."""
+    skip = 0
+    if start is not None and not held.empty:
+        stamps = pd.DatetimeIndex(held["event_ts"])
+        skip = int(stamps.searchsorted(pd.Timestamp(start), side="left"))
+    if new is None or new.empty:
+        return held if skip == 0 else held.iloc[skip:].reset_index(drop=True)
+    if held.empty:
+        return new.reset_index(drop=True)
+    return pd.concat([held.iloc[skip:], new], ignore_index=True)
+
+
+def _file_marks(paths: Sequence[Path]) -> tuple[tuple[int, int, int], ...]:
+    marks = []
+    for path in paths:
+        try:
+            found = path.stat()
+        except FileNotFoundError:
+            marks.append((0, 0, -1))
+            continue
+        marks.append((found.st_ino, found.st_mtime_ns, found.st_size))
+    return tuple(marks)
+
+
+def _registry_mark(uri: str) -> tuple[tuple[int, int, int], ...] | None:
+    """The state of a sqlite registry's files (a write changes it); None for other stores."""
+    parts = urlsplit(uri)
+    if parts.scheme != "sqlite":
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    return _file_marks([path, Path(f"{path}-wal"), Path(f"{path}-journal")])
 
 
 def _market_findings(
@@ -248,12 +720,25 @@ def _market_findings(
     settings: Settings,
     cfg: MonitorConfig,
 ) -> list[Finding]:
-    symbol, candles = history.symbol, history.candles
     # GARCH judges only returns after the ones its reference was fitted on
     fitted = reference.fitted_through
     judged = (
         since if fitted is None else max(since, fitted + timeframe_to_timedelta(settings.timeframe))
     )
+    with checked_once():  # one frame, five detectors: validated once
+        return _market_detectors(history, reference, judged, since, now, settings, cfg)
+
+
+def _market_detectors(
+    history: MarketHistory,
+    reference: GarchReference,
+    judged: datetime,
+    since: datetime,
+    now: datetime,
+    settings: Settings,
+    cfg: MonitorConfig,
+) -> list[Finding]:
+    symbol, candles = history.symbol, history.candles
     found = garch_residual(candles, reference, symbol=symbol, config=cfg.garch, since=judged)
     found += volume_spike(candles, symbol=symbol, config=cfg.volume, since=since)
     found += price_gap(
@@ -274,22 +759,31 @@ def _market_findings(
 
 def _data_findings(
     market: Any,
+    log_frame: pd.DataFrame,
     watched: Sequence[tuple[str, str]],
     since: datetime | None,
     runs_since: datetime | None,
     history_start: datetime | None,
     cfg: MonitorConfig,
 ) -> list[Finding]:
-    """The ingest runs logged since the monitor's last run (judged against the trailing runs of
-    ``INGEST_LOOKBACK``), and the holes closed from ``since`` in the series read from
-    ``history_start``."""
-    log_start = None if runs_since is None else runs_since - INGEST_LOOKBACK
-    log_frame = read_ingest_log(market, since=log_start)
-    reasons = read_quarantine_reasons(market, since=runs_since)
-    found = quarantine_spike(
-        log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=runs_since
+    """The ingest runs logged since the monitor's last run (``log_frame``: the log from
+    ``INGEST_LOOKBACK`` before it, the trailing runs they are judged against), and the holes
+    closed from ``since`` in the series read from ``history_start``."""
+    # the reasons are evidence of a quarantine finding: read them only when a judged run
+    # quarantined anything (no finding is possible otherwise)
+    judged = log_frame
+    if runs_since is not None:
+        judged = log_frame[pd.to_datetime(log_frame["logged_at"], utc=True) >= runs_since]
+    reasons = (
+        read_quarantine_reasons(market, since=runs_since)
+        if (judged["rows_quarantined"] > 0).any()
+        else None
     )
-    found += empty_ingest(log_frame, config=cfg.empty_ingest, since=runs_since)
+    with runs_shared():  # both detectors group the same log into runs: once
+        found = quarantine_spike(
+            log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=runs_since
+        )
+        found += empty_ingest(log_frame, config=cfg.empty_ingest, since=runs_since)
     # holes of the candles the models read are `missing_bar`'s (market side); the data side
     # reports every other stored series' holes
     for dataset in ("candles", "funding", "fear_greed"):
@@ -300,92 +794,25 @@ def _data_findings(
     return found
 
 
-def _drift_findings(
-    settings: Settings,
-    store: DecisionsStore,
-    histories: Mapping[str, MarketHistory],
-    since: datetime | None,
-    cfg: MonitorConfig,
-) -> tuple[list[Finding], dict[str, dict[str, float | None]], tuple[str, ...]]:
-    """Model drift of each direction champion that has a reference, and the account's decision
-    mix; the latest figure per family and statistic for the service's gauges. A finding's kind
-    names its family (``feature_drift_xgb``): both families judge the same symbol and bar."""
-    if since is None:
-        return [], {}, ()
-    bar = timeframe_to_timedelta(settings.timeframe)
-    lookback = since - max(cfg.feature_drift.window_bars, cfg.calibration_decay.window) * bar * 2
-    records = store.latest(
-        1_000_000,
-        account=settings.paper_account,
-        start=lookback - cfg.decision_mix.reference_hours * timedelta(hours=1),
-    )
-    findings: list[Finding] = []
-    figures: dict[str, dict[str, float | None]] = {}
-    judged: list[str] = []
-    client = registry_client(settings)
-    history: pd.DataFrame | None = None
-    for family in cfg.drift_families:
-        reference = _drift_reference(settings, client, family)
-        if reference is None:  # no champion, or one registered before references
-            continue
-        judged.append(family)
-        symbols = [s for s in histories if s in reference.symbols]
-        found: list[Finding] = []
-        if history is None:  # one read serves both families: the feature tables hold both
-            history = feature_history(settings, list(histories), lookback)
-        features = history[history["symbol"].isin(symbols)]
-        if not features.empty:
-            found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
-        predictions = pd.DataFrame(
-            [
-                {"symbol": r["symbol"], "ts": r["ts"], "p_up": r["models"][f"p_{family}"]}
-                for r in records
-                if r["symbol"] in symbols
-            ],
-            columns=["symbol", "ts", "p_up"],
-        ).astype({"p_up": float})
-        if not predictions.empty:
-            predictions["ts"] = pd.to_datetime(predictions["ts"], utc=True)
-            found += prediction_drift(
-                predictions, reference, config=cfg.prediction_drift, since=since
-            )
-            outcomes = pd.concat(
-                [
-                    matured_outcomes(
-                        histories[s].candles, s, settings.timeframe, reference.label_horizon
-                    )
-                    for s in symbols
-                ],
-                ignore_index=True,
-            )
-            found += calibration_decay(
-                predictions, outcomes, reference, config=cfg.calibration_decay, since=since
-            )
-        for finding in found:
-            figures.setdefault(family, {})[finding.statistic] = finding.value
-        findings += [dataclasses.replace(f, kind=f"{f.kind}_{family}") for f in found]
-    if records:
-        mix = decision_categories(records)
-        findings += decision_mix_drift(mix, config=cfg.decision_mix, since=since)
-    return findings, figures, tuple(judged)
-
-
-def _drift_reference(settings: Settings, client: Any, family: str) -> DriftReference | None:
-    """The champion's drift reference, read from MLflow once per version (a version's artifact
-    never changes; a moved alias is a new key)."""
+def _drift_reference(
+    settings: Settings, client: Any, family: str
+) -> tuple[str | None, DriftReference | None]:
+    """The champion's version and drift reference, read from MLflow once per version (a
+    version's artifact never changes; a moved alias is a new key)."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = client.get_model_version_by_alias(REGISTERED_MODELS[family], CHAMPION)
     except MlflowException:  # no such model or alias
-        return None
-    key = (settings.registry_uri, family, str(found.version))
+        return None, None
+    version = str(found.version)
+    key = (settings.registry_uri, family, version)
     if key not in _REFERENCES:
-        reference = load_drift_reference(client, family, version=str(found.version))
+        reference = load_drift_reference(client, family, version=version)
         if reference is None:
-            return None
+            return version, None
         _REFERENCES[key] = reference
-    return _REFERENCES[key]
+    return version, _REFERENCES[key]
 
 
 def _drift_edges(
@@ -401,14 +828,12 @@ def _drift_edges(
     if since is None:
         return raised, []
     bar = timeframe_to_timedelta(settings.timeframe)
-    closes = sorted(
-        {
-            t.to_pydatetime() + bar
-            for h in histories.values()
-            for t in h.candles["event_ts"]
-            if t.to_pydatetime() + bar >= since
-        }
-    )
+    bound = pd.Timestamp(since) - bar  # closes at or after `since`: opens at or after this
+    tails = []
+    for history in histories.values():
+        opens = pd.DatetimeIndex(history.candles["event_ts"])
+        tails.append(opens[int(opens.searchsorted(bound, side="left")) :] + bar)
+    closes = sorted({t.to_pydatetime() for tail in tails for t in tail})
     by_alarm: dict[str, dict[datetime, list[Finding]]] = {}
     for finding in drift:
         family = finding.evidence.get("family")

@@ -619,28 +619,59 @@ def monitor(
         typer.Option(help="ISO bar time to evaluate from (default: after the last run)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Stay open: run now, then after each bar close (+ --delay) until interrupted.",
+        ),
+    ] = False,
+    bars: Annotated[
+        int | None, typer.Option(min=1, help="With --follow: stop after this many runs.")
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(min=0, help="With --follow: seconds after a bar close to run.")
+    ] = 30.0,
 ) -> None:
     """Run the anomaly and drift detectors over the stored bars and store what they find
-    (what the `monitor` flow runs; a re-run over the same bars stores nothing new)."""
+    (what the `monitor` flow runs; a re-run over the same bars stores nothing new). With
+    --follow the monitor stays open between bars (stores, references and windows kept warm)."""
     settings = _settings()
-    from agents.monitoring.monitor import run_monitor
+    from agents.monitoring.monitor import MonitorReport, follow_monitor, run_monitor
 
-    report = run_monitor(
-        settings, symbols=tuple(symbol) if symbol else None, since=_parse_time(since, "--since")
-    )
-    summary = report.to_json()
-    if as_json:
-        _emit_json(summary)
+    def show(report: MonitorReport) -> None:
+        summary = report.to_json()
+        if as_json:
+            _emit_json(summary)
+            return
+        from sextant.cli.render import print_table
+
+        rows = [{"kind": k, "found": n} for k, n in summary["by_kind"].items()]
+        print_table(
+            f"monitor {summary['since'] or 'first run'} .. {summary['until']}",
+            rows,
+            ["kind", "found"],
+        )
+        typer.echo(
+            f"{summary['found']} found, {summary['stored']} new; events: {len(summary['events'])}"
+        )
+
+    symbols = tuple(symbol) if symbol else None
+    if not follow:
+        show(run_monitor(settings, symbols=symbols, since=_parse_time(since, "--since")))
         return
-    from sextant.cli.render import print_table
+    if since is not None:
+        raise typer.BadParameter(
+            "--since applies to one run, not to --follow", param_hint="--since"
+        )
+    from datetime import timedelta
 
-    rows = [{"kind": k, "found": n} for k, n in summary["by_kind"].items()]
-    print_table(
-        f"monitor {summary['since'] or 'first run'} .. {summary['until']}", rows, ["kind", "found"]
-    )
-    typer.echo(
-        f"{summary['found']} found, {summary['stored']} new; events: {len(summary['events'])}"
-    )
+    try:
+        follow_monitor(
+            settings, symbols=symbols, bars=bars, delay=timedelta(seconds=delay), on_report=show
+        )
+    except KeyboardInterrupt:
+        typer.echo("monitor: stopped", err=True)
 
 
 @app.command()

@@ -439,3 +439,22 @@ def test_naive_since_and_now_are_refused() -> None:
         volume_spike(candles, symbol="BTC/USDT", since=datetime(2023, 3, 1))
     with pytest.raises(DataValidationError, match="now"):
         missing_bar(candles, symbol="BTC/USDT", timeframe="1h", now=datetime(2023, 3, 1))
+
+
+@pytest.mark.parametrize(("spoil", "field", "message"), BAD_INPUTS)
+def test_inside_checked_once_bad_candles_are_still_refused_by_every_detector(
+    spoil: Callable[[pd.DataFrame], pd.DataFrame], field: str, message: str
+) -> None:
+    """`checked_once` skips validating a frame again only after it passed: a bad frame is
+    refused by each detector it is handed to, and a good one gives the same findings."""
+    from agents.monitoring.market import checked_once
+
+    good = sample_candles("BTC/USDT").iloc[:1000].reset_index(drop=True)
+    bad = spoil(good)
+    with checked_once():
+        for detector in DETECTORS.values():
+            with pytest.raises(DataValidationError, match=message) as caught:
+                detector(bad)
+            assert caught.value.field == field
+        inside = {name: detector(good) for name, detector in DETECTORS.items()}
+    assert inside == {name: detector(good) for name, detector in DETECTORS.items()}
