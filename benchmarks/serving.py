@@ -15,12 +15,16 @@ decision of the bar (S00, untimed) reads its book from the store, and the timed 
 S01 .. S49 of 40 such accounts in turn (1,960 calls, symbols round-robin over the accounts), so
 each reads the online store's change token (and the online vectors when the store changed),
 runs the three ONNX champions, decides, submits to the held book and writes the record with the
-book's snapshot and the gate. ``..._first_of_account`` times an account's first decision of a
+book's snapshot and the gate. ``..._online_read_again`` is the same with the engine's kept
+online reads dropped before each call, as a commit to the online store (a materialization) does:
+the first request for a symbol after the store changed reads Feast and builds the sessions'
+inputs again. ``..._first_of_account`` times an account's first decision of a
 bar (its book parsed from the store); catching the book up one bar (the engine reads that bar's
 candles and funding from the market store, once per account and bar) is timed separately
 (``..._book_one_bar_behind``), as is the already-decided answer (the same request again: the
 stored record, no models). A 50-symbol batch decides for an account's first request of the bar.
-The process freezes its start-up heap out of the garbage collector first, as the service does.
+As the service does, the process freezes its start-up heap out of the garbage collector first
+and checkpoints the decisions store's WAL every second from a thread (`serving.checkpointer`).
 
 HTTP: a real ``uvicorn`` process (one worker, uvicorn's access log off, the app's defaults
 otherwise) serves ``serving.app`` built with the pinned clock (`pinned_app`); the load generator
@@ -69,6 +73,7 @@ SYMBOL = SYMBOLS[0]
 
 SINGLE_ACCOUNTS, SINGLE_WARMUP_ACCOUNTS = 40, 2  # x 49 symbols: 1,960 timed calls
 FIRST_CALLS = 500  # first decisions of an account (its book read from the store)
+REREAD_ACCOUNTS = 5  # x 49 symbols: new decisions whose online read is not kept
 BATCH_CALLS, BATCH_WARMUP = 200, 10
 CATCH_UP_CALLS = 20  # one-symbol decisions whose book is one bar behind (each reads 50 symbols)
 PART_CALLS = 500  # per part of a one-symbol decision
@@ -140,19 +145,24 @@ def in_process_figures(home: BenchHome) -> list[Figure]:
     """One symbol per call, then 50, each call a new decision."""
     import gc
 
+    from serving.app import CHECKPOINT_INTERVAL_S
+    from serving.checkpointer import Checkpointer
     from serving.engine import DecisionEngine
 
     settings = home.settings
     now = home.last_close + CLOCK_OFFSET
     held = [f"one-{i}" for i in range(SINGLE_WARMUP_ACCOUNTS + SINGLE_ACCOUNTS)]
+    rereads = [f"reread-{i}" for i in range(REREAD_ACCOUNTS)]
     first = [f"first-{i}" for i in range(FIRST_CALLS)]
     batch = [f"fifty-{i}" for i in range(BATCH_WARMUP + BATCH_CALLS)]
     behind = [f"behind-{i}" for i in range(CATCH_UP_CALLS)]
-    open_accounts(settings, home.last_close, held + first + batch)
+    open_accounts(settings, home.last_close, held + rereads + first + batch)
     open_accounts(settings, home.last_close, behind, behind=1)
     engine = DecisionEngine.from_settings(settings)
     gc.collect()
     gc.freeze()  # as the service does once its engine is loaded (`serving.app`)
+    # and, as the service, the WAL folded in the background (`serving.checkpointer`)
+    checkpointer = Checkpointer(settings.paths.decisions_db, CHECKPOINT_INTERVAL_S).start()
     try:
         # every decision of the bench computes all three families on fresh features
         made = engine.decide(SYMBOLS, now=now, account=batch[0])
@@ -179,7 +189,7 @@ def in_process_figures(home: BenchHome) -> list[Figure]:
         # the accounts the service serves: each account's first decision of the bar reads its
         # book from the store (untimed), the next ones find it held; symbols round-robin over
         # the accounts, the first accounts a warm-up
-        for account in held:
+        for account in held + rereads:
             decide([SYMBOLS[0]], account)
         for account in held[:SINGLE_WARMUP_ACCOUNTS]:
             _timed([partial(decide, [s], account) for s in SYMBOLS[1:]])
@@ -187,11 +197,18 @@ def in_process_figures(home: BenchHome) -> list[Figure]:
         one = _timed([partial(decide, [s], a) for s in SYMBOLS[1:] for a in timed])
         again = _timed([partial(decide, [s], a, new=False) for s in SYMBOLS[1:] for a in timed])
         firsts = _timed([partial(decide, [SYMBOL], a) for a in first])
+
+        def reread(symbol: str, account: str) -> None:
+            engine._prepared.clear()  # what a commit to the online store leads to
+            decide([symbol], account)
+
+        rereading = _timed([partial(reread, s, a) for s in SYMBOLS[1:] for a in rereads])
         catching_up = _timed([partial(decide, [SYMBOL], a) for a in behind])
         _timed([partial(decide, SYMBOLS, a) for a in batch[1:BATCH_WARMUP]])
         fifty = _timed([partial(decide, SYMBOLS, a) for a in batch[BATCH_WARMUP:]])
         figures = [
             *_pair("decision_one_symbol_new", one, "< 1 ms"),
+            *_pair("decision_one_symbol_new_online_read_again", rereading, "reference"),
             *_pair("decision_one_symbol_new_first_of_account", firsts, "reference"),
             *_pair("decision_one_symbol_already_decided", again, "reference"),
             *_pair("decision_one_symbol_new_book_one_bar_behind", catching_up, "reference"),
@@ -199,6 +216,7 @@ def in_process_figures(home: BenchHome) -> list[Figure]:
             *_parts(engine, now),
         ]
     finally:
+        checkpointer.stop()
         engine.close()
     return figures
 

@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Match, Route
 
 from serving.auth import check_bearer
 from serving.champions import registry_client
+from serving.checkpointer import Checkpointer
 from serving.decisions_store import DecisionsStore
 from serving.engine import DecisionBatch, DecisionEngine, ReloadOutcome
 from serving.explain_port import Explainer, ExplainSubject
@@ -97,7 +98,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_AFTER_S = 5  # a locked store or market file frees up within a few seconds
-CHECKPOINT_INTERVAL_S = 1.0  # the service folds the WAL this often (`_checkpoint_forever`)
+CHECKPOINT_INTERVAL_S = 1.0  # the service folds the WAL this often (`serving.checkpointer`)
 _ONE_MICROSECOND = timedelta(microseconds=1)  # the store's timestamp resolution
 _ACCOUNT_QUERY = Query(
     pattern=ACCOUNT_PATTERN,
@@ -801,23 +802,6 @@ async def _reload_forever(service: _Service) -> None:
             )
 
 
-async def _checkpoint_forever(service: _Service) -> None:
-    """Fold the decisions store's WAL into its file every ``CHECKPOINT_INTERVAL_S``, from a
-    connection of its own in a worker thread (SQLite runs it without the GIL, beside the
-    decision writes), so that no decision's commit pays for a checkpoint."""
-    path = service.settings.paths.decisions_db
-    store = await asyncio.to_thread(DecisionsStore.open, path)
-    try:
-        while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-            try:
-                await asyncio.to_thread(store.checkpoint)
-            except Exception as exc:  # a busy store: the next round, or SQLite's own, does it
-                log.warning("decisions store checkpoint failed: %s: %s", type(exc).__name__, exc)
-    finally:
-        store.close()
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -843,17 +827,16 @@ def create_app(
             # during a request walks only what requests allocate
             gc.collect()
             gc.freeze()
-        tasks = [
-            asyncio.create_task(_reload_forever(service), name="sextant-champion-reload"),
-            asyncio.create_task(_checkpoint_forever(service), name="sextant-store-checkpoint"),
-        ]
+        poller = asyncio.create_task(_reload_forever(service), name="sextant-champion-reload")
+        # the WAL folded every second off the decision path (`serving.checkpointer`)
+        checkpointer = Checkpointer(settings.paths.decisions_db, CHECKPOINT_INTERVAL_S).start()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await asyncio.to_thread(checkpointer.stop)
             if owned and service.engine is not None:
                 service.engine.close()
                 service.engine = None

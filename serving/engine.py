@@ -376,10 +376,11 @@ class DecisionEngine:
             broker, gate = self.account_state(account)
             portfolio = self._fresh_portfolio() if broker is None else broker.portfolio()
         positions = dict(portfolio.positions)
+        prices = self._prices(inputs, inputs.ts)  # every symbol's close, read once
         decisions = []
         for i, symbol in enumerate(inputs.symbols):
             decision = self._decide_symbol(
-                inputs, i, PortfolioState(portfolio.equity, positions), gate
+                inputs, i, PortfolioState(portfolio.equity, positions), gate, price=prices[symbol]
             )
             if decision.target_fraction != decision.current_fraction:
                 positions[symbol] = decision.target_fraction * portfolio.equity
