@@ -134,11 +134,8 @@ def _add_bar(settings: Settings, symbols: tuple[str, ...], k: int) -> datetime:
 
 def _add_feature_rows(settings: Settings, opened: datetime) -> None:
     """Append the bar's feature rows (those of the bar 168 bars before, re-dated) to each table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from features.build import view_path
-    from features.definitions import FEATURE_VIEWS, ROW_GROUP_ROWS, Kind
+    from features.build import view_path, write_view_table
+    from features.definitions import FEATURE_VIEWS, Kind
 
     bar = pd.Timedelta(hours=1)
     for kind in Kind:
@@ -147,16 +144,7 @@ def _add_feature_rows(settings: Settings, opened: datetime) -> None:
         last = table.groupby("symbol", sort=False).tail(168).groupby("symbol").head(1).copy()
         last["event_ts"] = pd.Timestamp(opened)
         last["available_at"] = pd.Timestamp(opened) + bar
-        table = pd.concat([table, last], ignore_index=True)
-        table = table.sort_values(["symbol", "available_at"], kind="stable")
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(
-            pa.Table.from_pandas(table, preserve_index=False),
-            tmp,
-            compression="zstd",
-            row_group_size=ROW_GROUP_ROWS,
-        )
-        tmp.replace(path)
+        write_view_table(path, pd.concat([table, last], ignore_index=True))
 
 
 def _small_home(folder: Path) -> tuple[Settings, tuple[str, ...]]:

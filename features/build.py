@@ -43,6 +43,7 @@ __all__ = [
     "choose_candle_sources",
     "load_alt_data",
     "view_path",
+    "write_view_table",
 ]
 
 MANIFEST = "_manifest.json"
@@ -75,6 +76,21 @@ class BuildReport:
         for view in payload["views"]:
             view["seconds"] = round(view["seconds"], 3)
         return payload
+
+
+def write_view_table(path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """Write a feature view's table as the build does (sorted by symbol and ``available_at``,
+    zstd, `ROW_GROUP_ROWS` row groups), replacing ``path`` atomically; the table as written."""
+    table = table.sort_values(["symbol", "available_at"], kind="stable").reset_index(drop=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(
+        pa.Table.from_pandas(table, preserve_index=False),
+        tmp,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+    )
+    tmp.replace(path)  # readers never see a half-written table
+    return table
 
 
 def view_path(features_dir: Path, view: str) -> Path:
@@ -250,16 +266,8 @@ def _write_view(
         if parts
         else pd.DataFrame(columns=[*KEY_COLUMNS, *names])
     )
-    table = table.sort_values(["symbol", "available_at"], kind="stable").reset_index(drop=True)
     before = 0 if previous is None else len(previous)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(
-        pa.Table.from_pandas(table, preserve_index=False),
-        tmp,
-        compression="zstd",
-        row_group_size=ROW_GROUP_ROWS,
-    )
-    tmp.replace(path)  # readers never see a half-written table
+    table = write_view_table(path, table)
     built = ViewBuild(
         view, rows=len(table), rows_added=len(table) - before, seconds=time.perf_counter() - started
     )
