@@ -141,3 +141,41 @@ def test_a_snapshot_under_other_execution_settings_is_refused() -> None:
         PaperBroker.from_snapshot(broker.to_snapshot(), ExecutionConfig())
     restored = PaperBroker.from_snapshot(broker.to_snapshot(), EXECUTION)
     assert restored.pending_orders() == broker.pending_orders() == {"BTC/USDT": 500.0}
+
+
+def test_snapshots_and_portfolios_kept_between_calls_equal_ones_built_anew() -> None:
+    # Arrange: two symbols; each step changes the book (a bar, an order, a fill, a stop)
+    def built_anew(broker: PaperBroker) -> tuple[dict[str, object], object]:
+        broker._snapshot_cache = None
+        broker._portfolio_cache = None
+        return broker.to_snapshot(), broker.portfolio()
+
+    broker = PaperBroker(["BTC/USDT", "ETH/USDT"], "1h", EXECUTION)
+    gate = RiskGate(CONFIG.risk)
+    steps = [
+        lambda: broker.on_bar(T0, {"BTC/USDT": FLAT, "ETH/USDT": FLAT}),
+        lambda: broker.submit(
+            decide(
+                "BTC/USDT",
+                T0 + HOUR,
+                BULLISH,
+                ModelOutputs(p_xgb=0.9, p_lstm=0.9, garch_variance=1e-4, var_quantile=2.6),
+                broker.portfolio(),
+                CONFIG,
+                gate,
+                price=100.0,
+            )
+        ),
+        lambda: broker.on_bar(T0 + HOUR, {"BTC/USDT": Candle(102.0, 103.0, 101.0, 102.0, 1e3)}),
+        lambda: broker.on_bar(T0 + 2 * HOUR, {"BTC/USDT": Candle(101.0, 101.5, 90.0, 95.0, 1e3)}),
+        lambda: broker.on_bar(T0 + 3 * HOUR, {"ETH/USDT": FLAT}),
+    ]
+    for step in steps:
+        broker.to_snapshot(), broker.portfolio()  # fill the caches before the change
+        step()
+        # Act
+        after_step = (broker.to_snapshot(), broker.portfolio())
+        shared = broker.to_snapshot(shared=True)
+        # Assert
+        assert after_step == built_anew(broker) == (shared, broker.portfolio())
+    assert broker.units()["BTC/USDT"] == 0.0  # the stop closed the trade on the way
