@@ -1,11 +1,13 @@
 """The decision engine: online features → ONNX champions → ``sextant.decision.decide`` → the log.
 
 Per request (one bar, any number of symbols): one online read (each service's packed Feast view,
-all symbols at once) returns every service's vector; each champion runs once over all symbols
-(onnxruntime, no torch or xgboost); each symbol is decided by the same ``decide`` the backtest
-replays, its approved target submitted to the
-account's paper book (`sextant.execution.PaperBroker`); the bar's decisions are written with the
-book, its equity marks and the risk gate's state in one transaction of the decisions store.
+all symbols at once) returns every service's vector, kept with the champions' inputs built from
+it while the online store's change token stands (`features.change_token`: any commit to the store
+changes it); each champion runs once over all symbols (onnxruntime, no torch or xgboost); each
+symbol is decided by the same ``decide`` the backtest replays, its approved target submitted to
+the account's paper book (`sextant.execution.PaperBroker`, held between requests); the bar's
+decisions are written with the book, its equity marks and the risk gate's state in one
+transaction of the decisions store, the state only over the version the book was read at.
 
 **Which bar.** A decision is made at a bar close: the latest one the data describes (the newest
 ``as_of`` among the symbols' vectors), never after the clock's latest bar close. Before a bar's
