@@ -180,7 +180,7 @@ def test_round_names_an_account_asked_for_each_symbol_in_turn() -> None:
         symbols=("A/USDT", "B/USDT"),
     )
     run(server, stage)
-    sent = sorted(((b["account"], b["symbol"]) for b in map(json.loads, server.bodies)))
+    sent = sorted((b["account"], b["symbol"]) for b in map(json.loads, server.bodies))
     assert sent == [
         ("acct-0", "A/USDT"),
         ("acct-0", "B/USDT"),
