@@ -144,7 +144,7 @@ def test_a_snapshot_under_other_execution_settings_is_refused() -> None:
 
 
 def test_snapshots_and_portfolios_kept_between_calls_equal_ones_built_anew() -> None:
-    # Arrange: two symbols; each step changes the book (a bar, an order, a fill, a stop)
+    # Arrange: two symbols; each step changes the book (a bar and an order, a fill, a stop)
     def built_anew(broker: PaperBroker) -> tuple[dict[str, object], object]:
         broker._snapshot_cache = None
         broker._portfolio_cache = None
@@ -153,19 +153,7 @@ def test_snapshots_and_portfolios_kept_between_calls_equal_ones_built_anew() -> 
     broker = PaperBroker(["BTC/USDT", "ETH/USDT"], "1h", EXECUTION)
     gate = RiskGate(CONFIG.risk)
     steps = [
-        lambda: broker.on_bar(T0, {"BTC/USDT": FLAT, "ETH/USDT": FLAT}),
-        lambda: broker.submit(
-            decide(
-                "BTC/USDT",
-                T0 + HOUR,
-                BULLISH,
-                ModelOutputs(p_xgb=0.9, p_lstm=0.9, garch_variance=1e-4, var_quantile=2.6),
-                broker.portfolio(),
-                CONFIG,
-                gate,
-                price=100.0,
-            )
-        ),
+        lambda: long_entry(broker, gate),  # a bar, then an order
         lambda: broker.on_bar(T0 + HOUR, {"BTC/USDT": Candle(102.0, 103.0, 101.0, 102.0, 1e3)}),
         lambda: broker.on_bar(T0 + 2 * HOUR, {"BTC/USDT": Candle(101.0, 101.5, 90.0, 95.0, 1e3)}),
         lambda: broker.on_bar(T0 + 3 * HOUR, {"ETH/USDT": FLAT}),
