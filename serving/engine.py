@@ -142,7 +142,9 @@ class _Book:
     version: str | None
     broker: PaperBroker
     gate: RiskGate
-    cached: bool = False  # served from the cache: no other writer since this engine's last
+    # served from the cache: taken to be the stored state (the next write checks it, and
+    # another writer in between fails that write)
+    cached: bool = False
     # the records this engine wrote at the bar closing at ``recent_ts`` (with a cached book,
     # what is stored at that bar is what the caller read before taking the lock, and these)
     recent_ts: datetime | None = None
