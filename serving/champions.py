@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from features.change_token import ChangeToken, sqlite_uri_path
 from features.definitions import service_features
 from features.feast_store import MATERIALIZE_HINT
 from sextant.contracts import (
@@ -48,6 +49,7 @@ __all__ = [
     "check_probe",
     "check_registry",
     "load_champions",
+    "registry_change_token",
     "registry_client",
 ]
 
@@ -73,6 +75,13 @@ class Champion:
     def label(self) -> str:
         """``<model> version <n>``, for messages."""
         return f"{self.model} version {self.version}"
+
+
+def registry_change_token(settings: Settings) -> ChangeToken:
+    """Change tokens of the settings' model registry: a new token after any commit to its
+    SQLite database (an alias move among them); no token for a registry server, which a
+    caller must then ask (`features.change_token`)."""
+    return ChangeToken(sqlite_uri_path(settings.registry_uri))
 
 
 def registry_client(settings: Settings) -> MlflowClient:

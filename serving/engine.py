@@ -48,11 +48,16 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from features.change_token import ChangeToken, sqlite_uri_path
 from features.definitions import GARCH_RETURN
 from features.feast_store import FeastStore, OnlineVectors
 from features.online import sequence_input
-from serving.champions import Champion, champion_versions, check_registry, load_champions
+from serving.champions import (
+    Champion,
+    champion_versions,
+    check_registry,
+    load_champions,
+    registry_change_token,
+)
 from serving.decisions_store import AccountState, BookMark, DecisionsStore, decision_id
 from serving.garch_window import windowed_feeds
 from serving.market import ClosedBar, closed_bars, latest_closes
@@ -238,7 +243,7 @@ class DecisionEngine:
         self._symbols = frozenset(settings.symbols)
         self._lock = threading.RLock()
         # the registry's change token when its aliases were last looked up (`reload`)
-        self._registry = ChangeToken(sqlite_uri_path(settings.registry_uri))
+        self._registry = registry_change_token(settings)
         self._registry_seen: tuple[int, int] | None = None
         # per symbol set, the latest good online read prepared for the models (`_prepare`)
         self._prepared: dict[tuple[str, ...], _Prepared] = {}
@@ -287,7 +292,8 @@ class DecisionEngine:
         return {family: c.version for family, c in self.champions.items()}
 
     def close(self) -> None:
-        """Close the decisions store."""
+        """Close the decisions store and the registry's change watch."""
+        self._registry.close()
         self.store.close()
 
     # --- hot reload ------------------------------------------------------------------------

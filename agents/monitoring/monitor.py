@@ -27,8 +27,9 @@ and the feature rows between bars, and reads only what is new each bar; its resu
   ``reread_every_runs`` runs the whole window is read again (edits that bypass ingest);
 - feature rows: reused while the feature tables' files are unchanged (an atomic replace is a new
   file), read again when one changes;
-- champions: the alias is looked up again when the registry's sqlite file changed, and at least
-  every ``champion_recheck_s`` seconds (a non-file registry: only the latter).
+- champions: the alias is looked up again when something was committed to the registry's sqlite
+  database (`serving.champions.registry_change_token`, as the decision engine's poll), and at
+  least every ``champion_recheck_s`` seconds (a registry server: only the latter).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,7 @@ from agents.monitoring.market import (
     volume_spike,
 )
 from models.drift_reference import DriftReference
-from serving.champions import registry_client
+from serving.champions import registry_change_token, registry_client
 from serving.decisions_store import DecisionsStore
 from serving.market import (
     MarketHistory,
@@ -277,7 +277,7 @@ class _FeatureCache:
 class _Champion:
     version: str | None
     reference: DriftReference | None
-    mark: tuple[tuple[int, int, int], ...] | None  # the registry file's state when looked up
+    mark: tuple[int, int] | None  # the registry's change token taken before the lookup
     checked: float  # time.monotonic() of the lookup
 
 
@@ -295,6 +295,7 @@ class Monitor:
         self._market = _MarketCache()
         self._features = _FeatureCache()
         self._champions: dict[str, _Champion] = {}
+        self._registry = registry_change_token(settings)
 
     @classmethod
     def open(cls, settings: Settings, *, config: MonitorConfig | None = None) -> Monitor:
@@ -304,8 +305,9 @@ class Monitor:
         return cls(settings, config or MonitorConfig(), store)
 
     def close(self) -> None:
-        """Close the stores."""
+        """Close the stores and the registry's change watch."""
         self._reader.close()
+        self._registry.close()
         self._store.close()
 
     def __enter__(self) -> Self:
@@ -516,8 +518,8 @@ class Monitor:
 
     def _champion_reference(self, family: str) -> DriftReference | None:
         """The family champion's drift reference; the alias is looked up again when the
-        registry file changed or ``champion_recheck_s`` passed."""
-        mark = _registry_mark(self.settings.registry_uri)
+        registry changed (its change token) or ``champion_recheck_s`` passed."""
+        mark = self._registry.token()
         held = self._champions.get(family)
         fresh = (
             held is not None
@@ -701,15 +703,6 @@ def _file_marks(paths: Sequence[Path]) -> tuple[tuple[int, int, int], ...]:
             continue
         marks.append((found.st_ino, found.st_mtime_ns, found.st_size))
     return tuple(marks)
-
-
-def _registry_mark(uri: str) -> tuple[tuple[int, int, int], ...] | None:
-    """The state of a sqlite registry's files (a write changes it); None for other stores."""
-    parts = urlsplit(uri)
-    if parts.scheme != "sqlite":
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    return _file_marks([path, Path(f"{path}-wal"), Path(f"{path}-journal")])
 
 
 def _market_findings(
