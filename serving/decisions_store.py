@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import compress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, NoReturn, Self
@@ -57,8 +59,8 @@ __all__ = [
     "decision_id",
 ]
 
-SCHEMA_VERSION: Final = 4  # 2: book_marks (equity per bar); 3: anomalies, monitor_state;
-# 4: explanations
+SCHEMA_VERSION: Final = 5  # 2: book_marks (equity per bar); 3: anomalies, monitor_state;
+# 4: explanations; 5: account_books (a portfolio's per-symbol books in rows of their own)
 ANY_VERSION: Final = "*"  # ``record(expect_version=...)``: write whatever state is stored
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -91,6 +93,14 @@ _SCHEMA: Final = (
         portfolio TEXT,
         gate_state TEXT,
         trading_state TEXT
+    )""",
+    # each symbol's book of an account's portfolio (the portfolio column holds the rest): a
+    # decision changes one symbol's book, so it writes one small row, not the whole portfolio
+    """CREATE TABLE IF NOT EXISTS account_books (
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        book TEXT NOT NULL,
+        PRIMARY KEY (account, symbol)
     )""",
     # the paper book after each bar it processed: the equity curve of `sextant paper history`
     """CREATE TABLE IF NOT EXISTS book_marks (
@@ -202,6 +212,13 @@ _UPDATE_STATE: Final = (
     " portfolio = COALESCE(?, portfolio), gate_state = COALESCE(?, gate_state),"
     " trading_state = COALESCE(?, trading_state) WHERE account = ? AND updated_at = ?"
 )
+_UPSERT_BOOK: Final = (
+    "INSERT INTO account_books (account, symbol, book) VALUES (?, ?, ?)"
+    " ON CONFLICT (account, symbol) DO UPDATE SET book = excluded.book"
+)
+_SELECT_BOOKS: Final = "SELECT symbol, book FROM account_books WHERE account = ?"
+_DELETE_BOOKS: Final = "DELETE FROM account_books WHERE account = ?"
+_MAX_BOOKS_WRITTEN: Final = 1_024  # accounts whose last written books a store remembers
 _SELECT_STATE: Final = (
     "SELECT account, as_of, updated_at, portfolio, gate_state, trading_state"
     " FROM account_state WHERE account = ?"
@@ -216,10 +233,18 @@ _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # the WAL file shrinks back to this a
 
 
 def _utc_text(ts: datetime, what: str) -> str:
+    last = _LAST_TEXT[0]  # a bar's decisions ask for the same time's text several times each
+    if ts is last[0]:
+        return last[1]
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise DataValidationError(f"{what} {ts} is naive; the store needs tz-aware UTC", field=what)
     # fixed width (``2024-03-01T12:00:00.000000+00:00``), so text order is time order
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+    text = ts.astimezone(UTC).isoformat(timespec="microseconds")
+    _LAST_TEXT[0] = (ts, text)  # datetimes are immutable: the same object has the same text
+    return text
+
+
+_LAST_TEXT: list[tuple[datetime | None, str]] = [(None, "")]  # one pair, swapped whole
 
 
 def _now_text() -> str:
@@ -247,6 +272,20 @@ def _json(value: object, what: str) -> str:
         return orjson.dumps(value, option=_JSON_OPTIONS).decode()
     except TypeError as exc:  # orjson.JSONEncodeError: an unsupported type or a non-str key
         raise DataValidationError(f"{what} is not JSON-serialisable: {exc}", field=what) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _BookWrite:
+    """The book rows one write stores: ``changed`` (account, symbol, JSON) rows, after deleting
+    the account's rows first when ``full``; ``symbols``, ``objects``, ``texts``: every book (the
+    caller's object and its JSON), as stored once the write commits."""
+
+    symbols: tuple[str, ...]
+    objects: list[object]
+    texts: list[str]
+    changed: list[tuple[str, str, str]]
+    full: bool
+    version: str = ""  # the state version the write stored (set once committed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +375,9 @@ class DecisionsStore:
         self._path = path
         self._readonly = readonly
         self._lock = threading.RLock()
+        # per account, the state version this store last wrote and the books it held: a write
+        # over that version stores only the books that changed (`_split_portfolio`)
+        self._books_written: dict[str, _BookWrite] = {}
 
     @classmethod
     def open(
@@ -465,12 +507,16 @@ class DecisionsStore:
         else:
             raise DataValidationError("record without decisions needs as_of", field="as_of")
         state = None
+        books: _BookWrite | None = None
         if portfolio is not None or gate is not None:
+            header = None
+            if portfolio is not None:
+                header, books = self._split_portfolio(portfolio, account, expect_version)
             state = (
                 account,
                 as_of_text,
                 written_at,
-                None if portfolio is None else self._portfolio_json(portfolio),
+                header,
                 None if gate is None else _json(gate.state_vector(), "gate_state"),
                 None if gate is None else gate.state.value,
             )
@@ -487,15 +533,51 @@ class DecisionsStore:
             )
             for m in marks
         ]
-        return self._write(rows, state, mark_rows, account, expect_version)
+        return self._write(rows, state, mark_rows, account, expect_version, books)
 
-    @staticmethod
-    def _portfolio_json(portfolio: Mapping[str, Any]) -> str:
+    def _split_portfolio(
+        self, portfolio: Mapping[str, Any], account: str, expect_version: str | None
+    ) -> tuple[str, _BookWrite]:
+        """The portfolio's JSON without its ``books``, and what to write of those: every
+        symbol's book, or, over the version this store last wrote for the account, only the
+        books that changed (a book the caller passes as the same object as in that write is
+        unchanged: `PaperBroker.to_snapshot(shared=True)`; another is compared by its text)."""
         if not isinstance(portfolio, Mapping):
             raise DataValidationError(
                 f"portfolio must be a mapping, got {type(portfolio).__name__}", field="portfolio"
             )
-        return _json(dict(portfolio), "portfolio")
+        books = portfolio.get("books")
+        if books is None:  # a portfolio without books: stored whole, no book rows
+            return _json(dict(portfolio), "portfolio"), _BookWrite((), [], [], [], full=True)
+        if not isinstance(books, Mapping):
+            raise DataValidationError(
+                f"portfolio books must be a mapping, got {type(books).__name__}", field="books"
+            )
+        header = _json({key: v for key, v in portfolio.items() if key != "books"}, "portfolio")
+        symbols, objects = tuple(books), list(books.values())
+        written = self._books_written.get(account)
+        if (
+            written is None
+            or expect_version == ANY_VERSION
+            or written.version != expect_version
+            or written.symbols != symbols
+        ):  # every book, the account's rows replaced
+            for symbol in symbols:
+                if not isinstance(symbol, str):
+                    raise DataValidationError(
+                        f"portfolio book keys must be symbols, got {symbol!r}", field="books"
+                    )
+            texts = [_json(book, f"book of {s}") for s, book in zip(symbols, objects, strict=True)]
+            rows = [(account, s, text) for s, text in zip(symbols, texts, strict=True)]
+            return header, _BookWrite(symbols, objects, texts, rows, full=True)
+        texts = list(written.texts)
+        rows = []
+        for i in compress(range(len(symbols)), map(operator.is_not, objects, written.objects)):
+            text = _json(objects[i], f"book of {symbols[i]}")
+            if text != texts[i]:
+                texts[i] = text
+                rows.append((account, symbols[i], text))
+        return header, _BookWrite(symbols, objects, texts, rows, full=False)
 
     @staticmethod
     def _decision_rows(
@@ -546,10 +628,13 @@ class DecisionsStore:
         marks: Sequence[tuple[object, ...]] = (),
         account: str = "",
         expect_version: str | None = ANY_VERSION,
+        books: _BookWrite | None = None,
     ) -> Recorded:
         with self._lock:
             if self._con.in_transaction:
                 raise RuntimeError("record() inside snapshot(): a snapshot is for reads only")
+            # what this store wrote of the account's books stands only once this write commits
+            self._books_written.pop(account, None)
             with self._write_transaction() as con:
                 # the version is checked by the state's own write where there is one (one
                 # statement), else first; a replayed row checks it before its content
@@ -572,11 +657,20 @@ class DecisionsStore:
                     elif not self._replace_state(state, expect_version):
                         self._check_version(account, expect_version)  # raises: it moved
                         raise AssertionError("unreachable")  # pragma: no cover
+                    if books is not None:
+                        if books.full:
+                            con.execute(_DELETE_BOOKS, (account,))
+                        if books.changed:
+                            con.executemany(_UPSERT_BOOK, books.changed)
                     if marks:
                         con.executemany(_INSERT_MARK, marks)
                     version = state[2]
                 elif not checked:
                     self._check_version(account, expect_version)
+            if version is not None and books is not None and books.symbols:
+                self._books_written[account] = replace(books, changed=[], version=version)
+                if len(self._books_written) > _MAX_BOOKS_WRITTEN:  # least recently written
+                    del self._books_written[next(iter(self._books_written))]
         return Recorded(
             ids=tuple(row[0] for row in rows),
             inserted=inserted,
@@ -967,18 +1061,23 @@ class DecisionsStore:
 
     def account_state(self, account: str) -> AccountState | None:
         """The account's stored portfolio and gate state, or None before its first write."""
-        rows = self._query(_SELECT_STATE, (account,))
+        with self.snapshot():  # the state and its books as of one commit
+            rows = self._query(_SELECT_STATE, (account,))
+            books = self._query(_SELECT_BOOKS, (account,)) if rows and rows[0][3] else []
         if not rows:
             return None
-        name, as_of, updated_at, portfolio, gate_state, trading_state = rows[0]
+        name, as_of, updated_at, portfolio_text, gate_state, trading_state = rows[0]
         vector = None
         if gate_state is not None:
             vector = tuple(math.nan if x is None else float(x) for x in orjson.loads(gate_state))
+        portfolio = None if portfolio_text is None else orjson.loads(portfolio_text)
+        if books and portfolio is not None:
+            portfolio["books"] = {str(symbol): orjson.loads(book) for symbol, book in books}
         return AccountState(
             account=name,
             as_of=datetime.fromisoformat(as_of),
             updated_at=datetime.fromisoformat(updated_at),
-            portfolio=None if portfolio is None else orjson.loads(portfolio),
+            portfolio=portfolio,
             gate_state=vector,
             trading_state=None if trading_state is None else TradingState(trading_state),
             version=updated_at,

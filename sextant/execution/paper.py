@@ -113,6 +113,7 @@ class PaperBroker:
         # a decision changes one symbol's row, so only that book is built again
         self._snapshot_cache: tuple[np.ndarray, dict[int, int], list[dict[str, Any]]] | None = None
         self._portfolio_cache: tuple[bytes, float, PortfolioState] | None = None
+        self._execution_dict: dict[str, Any] | None = None
         k.reset_books(self._sym, self._acct, self._cfg)
 
     # --- state -----------------------------------------------------------------------------------
@@ -317,11 +318,13 @@ class PaperBroker:
         if not shared:
             states = [dict(state) for state in states]
         books = dict(zip(self._symbols, states, strict=True))
+        if self._execution_dict is None:  # the config is frozen: dumped once per broker
+            self._execution_dict = self._config.as_dict()
         return {
             "version": SNAPSHOT_VERSION,
             "symbols": list(self._symbols),
             "timeframe": self._timeframe,
-            "execution": self._config.as_dict(),
+            "execution": dict(self._execution_dict),
             "last_bar": self._last_bar,
             "cash": float(self._acct[k.AC_CASH]),
             "realized": float(self._acct[k.AC_REALIZED]),
@@ -330,8 +333,8 @@ class PaperBroker:
             "positions": self._positions.tolist(),
             "books": books,
             "open_trades": [
-                {name: float(self._trades[row, f]) for f, name in enumerate(k.TRADE_FIELDS)}
-                for row in open_rows
+                dict(zip(k.TRADE_FIELDS, values, strict=True))
+                for values in self._trades[open_rows].tolist()
             ],
         }
 
@@ -475,8 +478,6 @@ class PaperBroker:
         return rates
 
     def _open_trade_rows(self) -> list[int]:
-        return [
-            int(self._sym[i, k.SS_TRADE])
-            for i in range(len(self._symbols))
-            if self._sym[i, k.SS_TRADE] >= 0
-        ]
+        """The open trades' rows in the trade table, in symbol order."""
+        rows: list[float] = self._sym[:, k.SS_TRADE].tolist()
+        return [int(row) for row in rows if row >= 0]

@@ -575,3 +575,135 @@ def test_an_incomplete_anomaly_record_is_refused_and_nothing_is_stored(
         store.record_anomalies([anomaly("volume_spike", 1), broken])
 
     assert store.anomalies() == []
+
+
+def _book_writes(db: Path) -> list[tuple[str, str]]:
+    """(account, symbol) of every account_books row stored (via its own connection)."""
+    with closing(sqlite3.connect(db)) as raw:
+        return raw.execute("SELECT account, symbol FROM account_books ORDER BY 1, 2").fetchall()
+
+
+def test_a_book_change_writes_that_symbols_row_and_the_state_reads_back_whole(
+    store: DecisionsStore, db: Path
+) -> None:
+    from sextant.execution import ExecutionConfig, PaperBroker
+    from tests.sextant.execution.test_paper_broker import (
+        BULLISH,
+        EXECUTION,
+        FLAT,
+        T0,
+    )
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+
+    # Arrange: a real book of three symbols after a bar, written whole once
+    symbols = [BTC, ETH, "SOL/USDT"]
+    broker = PaperBroker(symbols, "1h", EXECUTION)
+    gate = RiskGate(BROKER_CONFIG.risk)
+    broker.on_bar(T0, {s: FLAT for s in symbols})
+    close = T0 + timedelta(hours=1)
+    writes: list[str] = []
+    store._con.set_trace_callback(writes.append)
+    first = store.record(
+        [], account=ACCOUNT, portfolio=broker.to_snapshot(shared=True), gate=gate, as_of=close,
+        expect_version=None,
+    )  # fmt: skip
+    whole = [w for w in writes if "account_books" in w]
+    writes.clear()
+    # Act: an order for BTC changes its book only; then a write with nothing changed
+    decision = decide(
+        BTC, close, BULLISH, ModelOutputs(p_xgb=0.9, p_lstm=0.9, garch_variance=1e-4,
+        var_quantile=2.6), broker.portfolio(), BROKER_CONFIG, gate, price=100.0,
+    )  # fmt: skip
+    assert broker.submit(decision)
+    second = store.record(
+        [], account=ACCOUNT, portfolio=broker.to_snapshot(shared=True), gate=gate, as_of=close,
+        expect_version=first.version,
+    )  # fmt: skip
+    one = [w for w in writes if "account_books" in w]
+    writes.clear()
+    third = store.record(
+        [], account=ACCOUNT, portfolio=broker.to_snapshot(shared=True), gate=gate, as_of=close,
+        expect_version=second.version,
+    )  # fmt: skip
+    none = [w for w in writes if "account_books" in w]
+    store._con.set_trace_callback(None)
+    # Assert: whole (the rows deleted, then one per symbol), one row, no row
+    assert whole[0].startswith("DELETE FROM account_books") and len(whole) == 1 + len(symbols)
+    assert len(one) == 1 and "'BTC/USDT'" in one[0] and none == []
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.version == third.version
+    assert state.portfolio == nulls(broker.to_snapshot())
+    assert _book_writes(db) == [(ACCOUNT, s) for s in sorted(symbols)]
+    restored = PaperBroker.from_snapshot(state.portfolio, EXECUTION)
+    assert restored.pending_orders() == broker.pending_orders() != {}
+    with pytest.raises(DataValidationError, match="other execution settings"):
+        PaperBroker.from_snapshot(state.portfolio, ExecutionConfig())
+
+
+def test_after_another_writer_the_books_are_written_whole_again(
+    store: DecisionsStore, db: Path
+) -> None:
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+    from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
+
+    # Arrange: this store wrote the books; another process then wrote other books, unversioned
+    gate = RiskGate(BROKER_CONFIG.risk)
+    mine = PaperBroker([BTC, ETH], "1h", EXECUTION)
+    long_entry(mine, gate)
+    as_of = T0 + timedelta(hours=1)
+    ours = store.record(
+        [], account=ACCOUNT, portfolio=mine.to_snapshot(shared=True), gate=gate, as_of=as_of
+    )
+    theirs = PaperBroker([BTC, ETH], "1h", EXECUTION)
+    theirs.on_bar(T0, {})
+    with DecisionsStore.open(db) as other:
+        other.record([], account=ACCOUNT, portfolio=theirs.to_snapshot(), gate=gate, as_of=as_of)
+    # Act: this store reads the other's state and writes over it (its books held are stale)
+    stored = store.account_state(ACCOUNT)
+    assert stored is not None and stored.portfolio == nulls(theirs.to_snapshot())
+    assert stored.version != ours.version
+    store.record(
+        [], account=ACCOUNT, portfolio=mine.to_snapshot(shared=True), gate=gate, as_of=as_of,
+        expect_version=stored.version,
+    )  # fmt: skip
+    # Assert: the books are this store's again, every symbol (not only those it saw change)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == nulls(mine.to_snapshot())
+
+
+def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_next_write(
+    store: DecisionsStore, db: Path
+) -> None:
+    import orjson
+
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+    from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
+
+    gate = RiskGate(BROKER_CONFIG.risk)
+    broker = PaperBroker([BTC, ETH], "1h", EXECUTION)
+    long_entry(broker, gate)
+    as_of = T0 + timedelta(hours=1)
+    store.record([], account=ACCOUNT, gate=gate, as_of=as_of)
+    with closing(sqlite3.connect(db)) as raw:  # what schema 4 wrote: the books inline
+        raw.execute(
+            "UPDATE account_state SET portfolio = ? WHERE account = ?",
+            (orjson.dumps(broker.to_snapshot()).decode(), ACCOUNT),
+        )
+        raw.commit()
+    # Act / Assert: read as it is, then written in rows
+    old = store.account_state(ACCOUNT)
+    assert old is not None and old.portfolio == nulls(broker.to_snapshot())
+    store.record([], account=ACCOUNT, portfolio=old.portfolio, gate=gate, as_of=as_of)
+    assert _book_writes(db) == [(ACCOUNT, BTC), (ACCOUNT, ETH)]
+    with closing(sqlite3.connect(db)) as raw:
+        (header,) = raw.execute("SELECT portfolio FROM account_state").fetchone()
+    assert "books" not in orjson.loads(header)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == old.portfolio
+    # a portfolio without books leaves no book rows behind
+    store.record([], account=ACCOUNT, portfolio={"cash": 1.0}, gate=gate, as_of=as_of)
+    assert _book_writes(db) == []
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == {"cash": 1.0}
