@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -164,6 +165,7 @@ class _Run:
     output: str  # the graph's one output (``p_up`` or ``next_variance``)
     feeds: Mapping[str, np.ndarray] | None  # None: the inputs could not be built (model error)
     rows: npt.NDArray[np.intp] | None = None  # the symbols the feeds cover (None: all)
+    call: Callable[[], Sequence[Any]] | None = None  # the session over ``feeds`` (`_session_call`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +348,15 @@ class DecisionEngine:
         inputs = self._inputs(chosen, now)
         # the common answer once the `trade` flow has decided the bar: what is stored, no models
         ids = [decision_id(account, symbol, inputs.ts) for symbol in chosen]
-        stored = self.store.record_texts(ids)
+        held = self._books.get(account)
+        if held is not None and held.recent_ts == inputs.ts:
+            # a held book knows every record of its bar (`_decide_once`): no read
+            recent = held.recent
+            stored = {ident: recent[ident] for ident in ids if ident in recent}
+        elif held is not None:
+            stored = {}  # a bar the held book has not decided yet
+        else:
+            stored = self.store.record_texts(ids)
         if len(stored) == len(ids):
             return DecisionBatch(
                 ts=inputs.ts,
@@ -475,15 +485,19 @@ class DecisionEngine:
         ``inputs.ts`` read before the lock was taken."""
         book = self._book(account)
         ts = inputs.ts
-        if book.broker.last_bar_open is not None:
-            ts = max(ts, book.broker.last_bar_open + self._bar)  # the book never goes back
+        last_open = book.broker.last_bar_open
+        if last_open is not None:
+            ts = max(ts, last_open + self._bar)  # the book never goes back
         ids = [decision_id(account, symbol, ts) for symbol in inputs.symbols]
-        if book.cached and ts == inputs.ts:
-            # no other writer since this engine's last write: what it wrote since the read
-            recent = book.recent if book.recent_ts == ts else {}
-            stored = {**read, **{i: recent[i] for i in ids if i in recent}}
-        else:
-            stored = self.store.record_texts(ids)
+        if not book.cached or book.recent_ts != ts:
+            # what is stored of the book's symbols at this bar (each later write of the account
+            # by this engine adds its records; another writer's write moves the version, which
+            # fails this engine's next write, and the book is read again)
+            every = [decision_id(account, symbol, ts) for symbol in book.broker.symbols]
+            book.recent_ts = ts
+            book.recent = self.store.record_texts(every) if not book.cached else dict(read)
+        recent = book.recent
+        stored = {i: recent[i] for i in ids if i in recent}
         todo = [i for i, ident in enumerate(ids) if ident not in stored]
         made: list[Decision] = []
         if todo:
@@ -516,9 +530,10 @@ class DecisionEngine:
                 marks=marks,
                 expect_version=book.version,
             )
+            if recorded.inserted < len(made):
+                # some were stored already (another writer, unseen): the book acted on them again
+                self._books.pop(account, None)
             book.version = recorded.version or book.version
-            if book.recent_ts != ts:
-                book.recent_ts, book.recent = ts, {}
             book.recent.update(recorded.texts)
             stored |= recorded.texts
         return DecisionBatch(
@@ -684,13 +699,11 @@ class DecisionEngine:
             if run is None:
                 outputs[family] = FamilyOutput(nan)
                 continue
-            if run.feeds is None:
+            if run.feeds is None or run.call is None:
                 outputs[family] = FamilyOutput(nan, error=True)
                 continue
             try:
-                values = np.asarray(
-                    run.champion.session.run([run.output], dict(run.feeds))[0], dtype=np.float64
-                ).reshape(-1)
+                values = np.asarray(run.call()[0], dtype=np.float64).reshape(-1)
                 if run.rows is not None:
                     values, covered = np.full(n, np.nan), values
                     values[run.rows] = covered
@@ -752,7 +765,8 @@ def _prepared(
                 runs[family] = _Run(champion, output, None)
                 continue
             if feeds is not None:
-                runs[family] = _Run(champion, output, feeds, rows)
+                call = _session_call(champion.session, output, feeds)
+                runs[family] = _Run(champion, output, feeds, rows, call)
     return _Prepared(
         token=token,
         champions=champions,
@@ -762,6 +776,16 @@ def _prepared(
         runs=runs,
         var_quantile=_var_quantiles(champions, symbols),
     )
+
+
+def _session_call(session: Any, output: str, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    """``session`` run over the fixed ``feeds``, as one call: onnxruntime's compiled session
+    directly, where the build has one (its Python ``run`` checks the same feeds' names and types
+    again on every call, about a quarter of a one-row run), else the public ``run``."""
+    inner = getattr(session, "_sess", None)
+    if inner is None or not callable(getattr(inner, "run", None)):
+        return partial(session.run, [output], dict(feeds))
+    return partial(inner.run, [output], dict(feeds), None)
 
 
 _Feeds = tuple[dict[str, np.ndarray] | None, npt.NDArray[np.intp] | None]

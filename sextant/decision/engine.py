@@ -35,6 +35,7 @@ from sextant.decision.signals import (
 )
 from sextant.decision.sizing import PositionSize, position_size_from
 from sextant.errors import ConfigError, DataValidationError
+from sextant.ta._jit import FloatArray
 
 __all__ = ["Action", "Decision", "ModelOutputs", "PortfolioState", "decide"]
 
@@ -161,6 +162,24 @@ class Decision:
         }
 
 
+_ACTIONS: tuple[Action, ...] = tuple(Action(name) for name in layout.ACTION_NAMES)
+# per config object (configs are frozen): its fuser and sizing kernel arrays and its hash, which
+# cost more than the decision kernel itself to build on every call; the kernels only read them
+_KERNEL_CONFIGS: dict[int, tuple[DecisionConfig, FloatArray, FloatArray, str]] = {}
+_MAX_KERNEL_CONFIGS = 64
+
+
+def _kernel_config(config: DecisionConfig) -> tuple[FloatArray, FloatArray, str]:
+    """``config``'s fuser and sizing arrays and its hash, built once per config object."""
+    kept = _KERNEL_CONFIGS.get(id(config))
+    if kept is None or kept[0] is not config:
+        kept = (config, config.fuser.to_array(), config.sizing.to_array(), config.config_hash())
+        if len(_KERNEL_CONFIGS) >= _MAX_KERNEL_CONFIGS:
+            _KERNEL_CONFIGS.clear()
+        _KERNEL_CONFIGS[id(config)] = kept
+    return kept[1], kept[2], kept[3]
+
+
 def decide(
     symbol: str,
     ts: datetime,
@@ -182,7 +201,7 @@ def decide(
     registry version) go into the record as given. ``gate`` must enforce ``config.risk``; its
     state advances.
     """
-    if gate.config != config.risk:
+    if gate.config is not config.risk and gate.config != config.risk:
         raise ConfigError(
             f"decide({symbol}): the gate enforces a different RiskConfig than config.risk"
         )
@@ -194,6 +213,7 @@ def decide(
     day = utc_day(ts)
     positions = portfolio.fractions(symbol)
     state, cfg_risk = gate.arrays()
+    cfg_fuser, cfg_sizing, config_hash = _kernel_config(config)
     out = np.full(layout.N_OUT, np.nan)
     checks = np.zeros((layout.N_CHECKS, layout.N_CHECK_FIELDS), dtype=np.float64)
     m = model_outputs
@@ -211,8 +231,8 @@ def decide(
         positions,
         float(portfolio.equity),
         state,
-        config.fuser.to_array(),
-        config.sizing.to_array(),
+        cfg_fuser,
+        cfg_sizing,
         cfg_risk,
         out,
         checks,
@@ -233,7 +253,7 @@ def decide(
         symbol=symbol,
         ts=ts,
         price=float(price),
-        action=Action(layout.ACTION_NAMES[int(values[layout.O_ACTION])]),
+        action=_ACTIONS[int(values[layout.O_ACTION])],
         features=dict(zip(FEATURES_USED, feat.tolist(), strict=True)),
         models=model_outputs,
         ta=ta,
@@ -249,6 +269,6 @@ def decide(
         stop_loss=price - side * sizing.stop_distance if entering else math.nan,
         take_profit=price + side * sizing.take_profit_distance if entering else math.nan,
         feature_age_bars=float(feature_age_bars),
-        config_hash=config.config_hash(),
+        config_hash=config_hash,
         model_versions=dict(model_versions or {}),
     )

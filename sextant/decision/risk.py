@@ -60,6 +60,9 @@ class TradingState(StrEnum):
     HALTED = "HALTED"
 
 
+_STATES: tuple[TradingState, ...] = tuple(TradingState(name) for name in layout.STATE_NAMES)
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One risk check: whether it passed, and the figures it compared.
@@ -133,8 +136,13 @@ class PortfolioState:
 
     def fractions(self, symbol: str) -> FloatArray:
         """Signed positions / equity with ``symbol`` first (0 when it has none)."""
-        others = [v for s, v in self.positions.items() if s != symbol]
-        values = np.array([self.positions.get(symbol, 0.0), *others], dtype=np.float64)
+        positions = self.positions
+        held = np.fromiter(positions.values(), np.float64, len(positions))
+        if symbol in positions:
+            i = list(positions).index(symbol)
+            values = np.concatenate((held[i : i + 1], held[:i], held[i + 1 :]))
+        else:
+            values = np.concatenate((np.zeros(1), held))
         if self.equity > 0:
             return values / self.equity
         return np.zeros_like(values)
@@ -194,7 +202,7 @@ def risk_decision_from(
         approved=bool(approved == proposed),
         size=float(approved),
         checks=tuple(items),
-        state=TradingState(layout.STATE_NAMES[int(state_code)]),
+        state=_STATES[int(state_code)],
         proposed=float(proposed),
         current=float(current),
     )

@@ -113,6 +113,39 @@ def test_a_bar_is_decided_once_per_account_and_symbol(
     assert third.made == () and third.records == again.records
 
 
+def test_a_held_book_decides_without_a_read_and_another_writers_record_stands(
+    engine: DecisionEngine, served_home: ServedHome
+) -> None:
+    from serving.decisions_store import DecisionsStore
+
+    held = account_engine(engine, "held")
+    now = served_home.last_close
+    first, second = held.settings.symbols[:2]
+    held.decide([first], now=now)  # the account's book is read, then held
+    # another writer records the second symbol's decision without touching the account's state
+    (theirs,) = account_engine(engine, "other").evaluate([second], now=now)
+    theirs = dataclasses.replace(theirs, feature_age_bars=theirs.feature_age_bars + 0.5)
+    version = held.store.state_version("held")
+    with DecisionsStore.open(served_home.settings.paths.decisions_db) as other:
+        other.record([theirs], account="held")
+    statements: list[str] = []
+    held.store._con.set_trace_callback(statements.append)
+    try:
+        again = held.decide([first], now=now)
+        answered = held.decide([second], now=now)
+    finally:
+        held.store._con.set_trace_callback(None)
+    writes = [s for s in statements if s.lstrip().upper().startswith(("INSERT", "BEGIN"))]
+    # the first symbol's record is the held book's: answered without a statement; the held book
+    # decided the second without reading the store first, its write met the stored record, and
+    # that record is the answer (nothing of the held book's decision was written)
+    assert again.made == () and statements.index(writes[0]) == 0
+    assert any(s.lstrip().startswith("INSERT INTO decisions") for s in writes)
+    assert answered.made == ()
+    assert answered.records[0]["feature_age_bars"] == theirs.feature_age_bars
+    assert held.store.state_version("held") == version
+
+
 def test_the_online_store_cannot_answer_for_a_past_bar(
     engine: DecisionEngine, served_home: ServedHome
 ) -> None:
