@@ -1072,7 +1072,11 @@ class DecisionsStore:
             vector = tuple(math.nan if x is None else float(x) for x in orjson.loads(gate_state))
         portfolio = None if portfolio_text is None else orjson.loads(portfolio_text)
         if books and portfolio is not None:
-            portfolio["books"] = {str(symbol): orjson.loads(book) for symbol, book in books}
+            parsed = {str(symbol): orjson.loads(book) for symbol, book in books}
+            order = portfolio.get("symbols")  # the books in the portfolio's symbol order
+            if isinstance(order, list) and set(order) == parsed.keys():
+                parsed = {symbol: parsed[symbol] for symbol in order}
+            portfolio["books"] = parsed
         return AccountState(
             account=name,
             as_of=datetime.fromisoformat(as_of),

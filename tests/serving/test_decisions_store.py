@@ -596,7 +596,7 @@ def test_a_book_change_writes_that_symbols_row_and_the_state_reads_back_whole(
     from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
 
     # Arrange: a real book of three symbols after a bar, written whole once
-    symbols = [BTC, ETH, "SOL/USDT"]
+    symbols = ["SOL/USDT", BTC, ETH]  # not in alphabetical order
     broker = PaperBroker(symbols, "1h", EXECUTION)
     gate = RiskGate(BROKER_CONFIG.risk)
     broker.on_bar(T0, {s: FLAT for s in symbols})
@@ -633,6 +633,7 @@ def test_a_book_change_writes_that_symbols_row_and_the_state_reads_back_whole(
     state = store.account_state(ACCOUNT)
     assert state is not None and state.version == third.version
     assert state.portfolio == nulls(broker.to_snapshot())
+    assert list(state.portfolio["books"]) == symbols  # in the portfolio's order, as written
     assert _book_writes(db) == [(ACCOUNT, s) for s in sorted(symbols)]
     restored = PaperBroker.from_snapshot(state.portfolio, EXECUTION)
     assert restored.pending_orders() == broker.pending_orders() != {}
