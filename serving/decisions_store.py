@@ -378,6 +378,7 @@ class DecisionsStore:
         # per account, the state version this store last wrote and the books it held: a write
         # over that version stores only the books that changed (`_split_portfolio`)
         self._books_written: dict[str, _BookWrite] = {}
+        self._schema = SCHEMA_VERSION  # the store's schema version (`_configure` reads it)
 
     @classmethod
     def open(
@@ -453,6 +454,7 @@ class DecisionsStore:
                 f"decisions store {self._path} has schema version {version}; this sextant reads "
                 f"up to {SCHEMA_VERSION}: upgrade sextant"
             )
+        self._schema = version
 
     @property
     def path(self) -> Path:
@@ -1063,14 +1065,16 @@ class DecisionsStore:
         """The account's stored portfolio and gate state, or None before its first write."""
         with self.snapshot():  # the state and its books as of one commit
             rows = self._query(_SELECT_STATE, (account,))
-            books = self._query(_SELECT_BOOKS, (account,)) if rows and rows[0][3] else []
-        if not rows:
-            return None
-        name, as_of, updated_at, portfolio_text, gate_state, trading_state = rows[0]
+            if not rows:
+                return None
+            name, as_of, updated_at, portfolio_text, gate_state, trading_state = rows[0]
+            portfolio = None if portfolio_text is None else orjson.loads(portfolio_text)
+            # a portfolio stored whole (schema 4; a reader's store may have no book table)
+            split = portfolio is not None and "books" not in portfolio and self._schema >= 5
+            books = self._query(_SELECT_BOOKS, (account,)) if split else []
         vector = None
         if gate_state is not None:
             vector = tuple(math.nan if x is None else float(x) for x in orjson.loads(gate_state))
-        portfolio = None if portfolio_text is None else orjson.loads(portfolio_text)
         if books and portfolio is not None:
             parsed = {str(symbol): orjson.loads(book) for symbol, book in books}
             order = portfolio.get("symbols")  # the books in the portfolio's symbol order

@@ -708,3 +708,31 @@ def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_nex
     assert _book_writes(db) == []
     state = store.account_state(ACCOUNT)
     assert state is not None and state.portfolio == {"cash": 1.0}
+
+
+def test_a_reader_of_a_schema_4_store_reads_portfolios_stored_whole(db: Path) -> None:
+    import orjson
+
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+    from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
+
+    gate = RiskGate(BROKER_CONFIG.risk)
+    broker = PaperBroker([BTC, ETH], "1h", EXECUTION)
+    long_entry(broker, gate)
+    with DecisionsStore.open(db) as writer:
+        writer.record([], account=ACCOUNT, gate=gate, as_of=T0 + timedelta(hours=1))
+        writer.record([], account="bare", portfolio={"cash": 1.0}, as_of=T0)
+    with closing(sqlite3.connect(db)) as raw:  # the store as schema 4 left it
+        raw.execute("DROP TABLE account_books")
+        raw.execute(
+            "UPDATE account_state SET portfolio = ? WHERE account = ?",
+            (orjson.dumps(broker.to_snapshot()).decode(), ACCOUNT),
+        )
+        raw.execute("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'")
+        raw.commit()
+
+    with DecisionsStore.open(db, readonly=True) as reader:
+        state, bare = reader.account_state(ACCOUNT), reader.account_state("bare")
+    assert state is not None and state.portfolio == nulls(broker.to_snapshot())
+    assert bare is not None and bare.portfolio == {"cash": 1.0}
