@@ -26,8 +26,10 @@ stored record, no models). A 50-symbol batch decides for an account's first requ
 As the service does, the process freezes its start-up heap out of the garbage collector first
 and checkpoints the decisions store's WAL every second from a thread (`serving.checkpointer`).
 
-HTTP: a real ``uvicorn`` process (one worker, uvicorn's access log off, the app's defaults
-otherwise) serves ``serving.app`` built with the pinned clock (`pinned_app`); the load generator
+HTTP: a real ``uvicorn`` process (one worker, uvloop and httptools named explicitly, as uvicorn's
+"auto" picks them; uvicorn's access log off, the app's defaults otherwise) serves ``serving.app``
+built with the pinned clock (`pinned_app`), whose decision endpoints answer a well-formed JSON
+request on their lean path (docs/serving.md, "HTTP API"), as in service; the load generator
 (`benchmarks.loadgen`) runs in another process, open-loop at fixed rates for 5 s a stage, latency
 from each request's due time, 2 s timeout. A warm-up stage (100/s for 2 s, not reported) comes
 first: the engine reads the bar's closes from the market store on the first request of a bar
@@ -39,7 +41,10 @@ decides without recording (the default account's book); the batch endpoint decid
 symbols for a new account. The ladder climbs 50, 100, 150, 200, 300, ... 1000 requests/s of new
 one-symbol decisions and reports the highest rate held with p99 < 50 ms and no error. Each
 stage's full result (errors by kind, achieved rate, the client's own send lag) is printed on
-stderr as a ``#`` line.
+stderr as a ``#`` line, for the decision stages with the server process's CPU time per request
+(all its threads, from ``/proc``): unlike the latencies, it hardly depends on what else the
+two cores run at the time, though it grows too when they are busy (caches, frequency)
+(``http_decision_new_200rps_server_cpu_per_request``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -298,9 +304,27 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running uvicorn process: its URL and process id."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """The process's CPU time so far (user + system, all its threads; NaN where the
+        platform has no ``/proc``): over a stage, what the service spent, however busy the
+        machine was with other work."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def uvicorn_server(home: BenchHome) -> Iterator[str]:
-    """A real uvicorn process serving the bench home on 127.0.0.1; its URL once it answers."""
+def uvicorn_server(home: BenchHome) -> Iterator[Server]:
+    """A real uvicorn process serving the bench home on 127.0.0.1, once it answers."""
     import httpx
 
     port = _free_port()
@@ -314,6 +338,7 @@ def uvicorn_server(home: BenchHome) -> Iterator[str]:
     command = [
         sys.executable, "-m", "uvicorn", "benchmarks.serving:pinned_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--loop", "uvloop", "--http", "httptools",  # what uvicorn's "auto" picks (both locked)
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -334,7 +359,7 @@ def uvicorn_server(home: BenchHome) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"uvicorn did not answer within {SERVER_START_S:.0f} s")
                 time.sleep(0.5)
-            yield url
+            yield Server(url, server.pid)
         finally:
             server.terminate()
             try:
@@ -374,6 +399,15 @@ def loadgen(url: str, stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         check=True,
     )
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _timed_stage(server: Server, stage: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage; its result with the server's CPU time per request sent
+    (``server_cpu_ms_per_request``)."""
+    before = server.cpu_seconds()
+    (result,) = loadgen(server.url, [stage])
+    spent = server.cpu_seconds() - before
+    return {**result, "server_cpu_ms_per_request": spent / max(1, result["sent"]) * 1e3}
 
 
 def _decisions_stage(name: str, rate: int, duration_s: float = HTTP_DURATION_S) -> dict[str, Any]:
@@ -446,23 +480,28 @@ def http_figures(home: BenchHome) -> list[Figure]:
     _phase(f"{len(accounts)} accounts opened", began)
     figures: list[Figure] = []
     began = time.perf_counter()
-    with uvicorn_server(home) as url:
+    with uvicorn_server(home) as server:
+        url = server.url
         _phase("uvicorn started", began)
         _first_decisions(url, warmup)
         _note(*loadgen(url, [warmup]))
         _settle(url)
         _first_decisions(url, base)
-        (decisions,) = loadgen(url, [base])
+        decisions = _timed_stage(server, base)
         _note(decisions)
         _settle(url)
         figures += _http_pair("http_decision_new_200rps", decisions, "< 5 ms, 0 errors")
+        figures.append(
+            Figure("http_decision_new_200rps_server_cpu_per_request",
+                   decisions["server_cpu_ms_per_request"], "ms", "reference")
+        )  # fmt: skip
         held = 0
         for stage in ladder:
             # opened while the server idles (another process writing the store, as in service)
             open_accounts(home.settings, home.last_close, _stage_accounts(stage))
             _settle(url)
             _first_decisions(url, stage)
-            (result,) = loadgen(url, [stage])
+            result = _timed_stage(server, stage)
             _note(result)
             _settle(url)
             if result["errors"] or not result["p99_ms"] < LADDER_P99_MS:
@@ -492,7 +531,12 @@ def _note(result: dict[str, Any]) -> None:
         f"# {result['name']} at {result['rate']}/s: {result['ok']} ok, p50 "
         f"{result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']} "
         f"{result['error_kinds']}, achieved {result['achieved_rate']:.0f}/s, client send lag "
-        f"p99 {result['send_lag_p99_ms']:.2f} ms",
+        f"p99 {result['send_lag_p99_ms']:.2f} ms"
+        + (
+            f", server CPU {result['server_cpu_ms_per_request']:.2f} ms per request"
+            if "server_cpu_ms_per_request" in result
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )

@@ -169,25 +169,37 @@ class ServiceMetrics:
         )
         self._states: dict[str, TradingState] = {}
         self._lock = threading.Lock()
+        # each label set's child, looked up once: ``labels()`` checks and locks on every call
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._decision_children: dict[str, Any] = {}
+        self._rejection_children: dict[str, Any] = {}
+        self._age_children: dict[str, Any] = {}
         self.registry.register(_LiveCollector(models, self._trading_states))
         self.registry.register(_MonitoringCollector(store))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request."""
-        self.request_seconds.labels(route, method, str(status)).observe(seconds)
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.request_seconds.labels(route, method, str(status))
+            self._request_children[key] = child
+        child.observe(seconds)
 
     def observe_decisions(self, made: Iterable[Decision]) -> None:
         """Count decisions the engine made, by action, and their failed checks, by reason."""
         for decision in made:
-            self.decisions.labels(decision.action.value).inc()
+            _child(self.decisions, self._decision_children, decision.action.value).inc()
             for check in decision.risk.checks:
                 if not check.passed and check.reason_code:
-                    self.risk_rejections.labels(check.reason_code).inc()
+                    _child(self.risk_rejections, self._rejection_children, check.reason_code).inc()
 
     def observe_feature_age(self, ages: Mapping[str, float]) -> None:
         """The latest feature age per symbol (NaN is recorded as +Inf: no usable features)."""
         for symbol, age in ages.items():
-            self.feature_age.labels(symbol).set(math.inf if math.isnan(age) else age)
+            _child(self.feature_age, self._age_children, symbol).set(
+                math.inf if math.isnan(age) else age
+            )
 
     def observe_trading_state(self, account: str, state: TradingState) -> None:
         """An account's trading state as this process last saw it."""
@@ -197,3 +209,11 @@ class ServiceMetrics:
     def _trading_states(self) -> dict[str, TradingState]:
         with self._lock:
             return dict(self._states)
+
+
+def _child(metric: Any, children: dict[str, Any], label: str) -> Any:
+    """``metric.labels(label)``, kept in ``children`` after its first use."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = metric.labels(label)
+    return child

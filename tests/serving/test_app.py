@@ -246,6 +246,129 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(
     assert client.get("/v1/decisions", params={"account": "http-big"}).json()["decisions"] == []
 
 
+# --- the decision endpoints' lean path answers as FastAPI's routes do ---------------------------
+
+# `serving.app._LeanDecisions` takes `application/json` bodies; the routes also parse `+json`
+# media types as JSON, so the same request declared `+json` is answered by FastAPI's route.
+LEAN = {"Content-Type": "application/json"}
+ROUTE = {"Content-Type": "application/vnd.sextant+json"}
+
+
+def post_json(
+    client: httpx.Client, path: str, payload: dict[str, Any], headers: dict[str, str]
+) -> httpx.Response:
+    return client.post(path, content=json.dumps(payload).encode(), headers=headers)
+
+
+def without_account(answer: dict[str, Any]) -> dict[str, Any]:
+    """A one-symbol answer less what names its account (the record's id and account)."""
+    record = {k: v for k, v in answer["decision"].items() if k not in ("id", "account")}
+    return {**answer, "decision": record}
+
+
+def test_the_lean_path_and_the_route_decide_alike(client: httpx.Client) -> None:
+    answers = {}
+    for path_name, headers in (("lean", LEAN), ("route", ROUTE)):
+        account = f"http-alike-{path_name}"
+        one = post_json(
+            client, "/v1/decisions", {"symbol": "BTC/USDT", "account": account}, headers
+        )
+        batch = post_json(
+            client, "/v1/decisions/batch", {"symbols": ["ETH/USDT"], "account": account}, headers
+        )
+        again = post_json(
+            client, "/v1/decisions", {"symbol": "BTC/USDT", "account": account}, headers
+        )
+        for response in (one, batch, again):
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "application/json"
+        assert again.json()["stored"] is True and again.json()["decision"] == one.json()["decision"]
+        answers[path_name] = (one.json(), batch.json())
+
+    (lean_one, lean_batch), (route_one, route_batch) = answers["lean"], answers["route"]
+    assert lean_one["stored"] is False and route_one["stored"] is False
+    assert without_account(lean_one) == without_account(route_one)
+    assert [without_account(d) for d in lean_batch["decisions"]] == [
+        without_account(d) for d in route_batch["decisions"]
+    ]
+    assert lean_batch["account"] == "http-alike-lean"
+    assert {k: v for k, v in lean_batch.items() if k not in ("account", "decisions")} == {
+        k: v for k, v in route_batch.items() if k not in ("account", "decisions")
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/decisions", {"symbol": "DOGE/USDT", "account": "http-alike-unknown"}),
+        ("/v1/decisions/batch", {"symbols": ["DOGE/USDT"], "account": "http-alike-unknown"}),
+    ],
+)
+def test_the_lean_path_and_the_route_refuse_an_unknown_symbol_alike(
+    client: httpx.Client, path: str, payload: dict[str, Any]
+) -> None:
+    lean = post_json(client, path, payload, LEAN)
+    route = post_json(client, path, payload, ROUTE)
+
+    assert lean.status_code == route.status_code == 404
+    assert lean.json() == route.json() and "DOGE/USDT" in lean.json()["detail"]
+    assert lean.headers["content-type"] == route.headers["content-type"]
+
+
+def test_the_lean_path_and_the_route_answer_a_busy_store_alike(
+    client: httpx.Client, settings: Settings
+) -> None:
+    import sqlite3
+
+    holder = sqlite3.connect(settings.paths.decisions_db, isolation_level=None, timeout=1)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
+    try:
+        busy = {
+            name: post_json(
+                client, "/v1/decisions", {"symbol": "ETH/USDT", "account": f"http-busy-{name}"}, h
+            )
+            for name, h in (("lean", LEAN), ("route", ROUTE))
+        }
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert busy["lean"].status_code == busy["route"].status_code == 503
+    assert busy["lean"].headers["Retry-After"] == busy["route"].headers["Retry-After"]
+    lean_detail, route_detail = busy["lean"].json()["detail"], busy["route"].json()["detail"]
+    assert "busy" in lean_detail and lean_detail == route_detail
+
+
+def test_a_json_body_without_a_content_type_is_still_refused(client: httpx.Client) -> None:
+    # FastAPI's strict content type: the lean path does not widen what the service accepts
+    # (httpx sends bytes without a Content-Type)
+    response = client.post(
+        "/v1/decisions",
+        content=json.dumps({"symbol": "BTC/USDT", "account": "http-no-type"}).encode(),
+    )
+
+    assert response.status_code == 422, response.text
+    listed = client.get("/v1/decisions", params={"account": "http-no-type"}).json()
+    assert listed["decisions"] == []
+
+
+def test_both_paths_are_timed_under_the_route_template(client: httpx.Client) -> None:
+    timed = {"route": "/v1/decisions", "method": "POST", "status": "200"}
+    before = value(scrape(client), "sextant_http_request_duration_seconds_count", **timed)
+
+    for name, headers in (("lean", LEAN), ("route", ROUTE)):
+        answer = post_json(
+            client,
+            "/v1/decisions",
+            {"symbol": "BTC/USDT", "account": f"http-timed-{name}"},
+            headers,
+        )
+        assert answer.status_code == 200, answer.text
+
+    after = value(scrape(client), "sextant_http_request_duration_seconds_count", **timed)
+    assert after - before == 2
+
+
 def test_a_busy_decisions_store_is_a_503_with_retry_after(
     client: httpx.Client, settings: Settings
 ) -> None:
