@@ -11,14 +11,16 @@ feature rows are appended to the feature tables (what feature drift reads). A ne
 are a fixed earlier bar's moves replayed from the previous close (deterministic inputs).
 
 Each timed call includes: attaching the market store read-only (and detaching it after);
-reading the ingest log from 30 days before the previous run (the data-quality detectors judge
-the runs since, and its new entries say which series changed); reading only the new candles and
-funding; every market detector per symbol over its trailing window (1,000 bars); the
-data-quality detectors (quarantine spikes and empty ingests over the log, holes in every stored
-series' newest rows); for the 4 symbols the model-drift step (the registry change check, the
-feature tables read again since the bench rewrote them, feature drift against both champions'
-references, the decision records read); and the transaction that stores the findings and the
-monitor's state in the decisions store. Not included: the untimed ingest and feature writes.
+reading the ingest log entries logged since the previous run (the monitor holds the 30 days
+before it, which the data-quality detectors judge the new runs against; the new entries say
+which series changed); reading only the new candles and funding; every market detector per
+symbol over its trailing window (1,000 bars); the data-quality detectors (quarantine spikes and
+empty ingests over the series with new runs, holes closed in every stored series' newest rows,
+read again where the log says a series grew); for the 4 symbols the model-drift step (the
+registry change check, the feature tables read again since the bench rewrote them, in a worker
+thread that starts with the run, feature drift against both champions' references, the decision
+records read); and the transaction that stores the findings and the monitor's state in the
+decisions store. Not included: the untimed ingest and feature writes.
 
 - **4 symbols** run on a private copy of the serving bench home (`benchmarks.bench_home`: the
   market store of its 50 symbols, the 4 monitored symbols' feature tables, its MLflow registry

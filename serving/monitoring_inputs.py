@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from features.build import view_path
@@ -38,8 +40,11 @@ def feature_history(
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """``symbol, available_at`` and every feature (or those of ``columns`` the tables hold),
-    rows with ``available_at >= start``."""
-    merged: pd.DataFrame | None = None
+    rows with ``available_at >= start``, ordered by symbol then ``available_at`` (index 0..n-1).
+
+    The kinds' tables are joined on their keys in arrow; tables written by one build hold the
+    same keys in the same order, and are then put side by side without a join (same rows)."""
+    tables: list[pa.Table] = []
     for path in feature_files(settings):
         if not path.is_file():
             return pd.DataFrame(columns=["symbol", "available_at"])
@@ -51,11 +56,50 @@ def feature_history(
         if columns is not None:
             stored = set(dataset.schema.names)
             names = [*_KEYS, *(c for c in columns if c in stored and c not in _KEYS)]
-        table = dataset.to_table(columns=names, filter=wanted).to_pandas()
-        merged = table if merged is None else merged.merge(table, on=_KEYS, how="inner")
-    assert merged is not None
-    merged["available_at"] = pd.to_datetime(merged["available_at"], utc=True)
-    return merged.drop(columns=["event_ts"]).sort_values(["symbol", "available_at"])
+        tables.append(dataset.to_table(columns=names, filter=wanted))
+    merged = _joined(tables)
+    frame = merged.drop_columns(["event_ts"]).to_pandas()
+    at = frame["available_at"]
+    frame["available_at"] = (
+        at.dt.tz_convert("UTC")  # stored tz-aware: no parsing pass
+        if isinstance(at.dtype, pd.DatetimeTZDtype)
+        else pd.to_datetime(at, utc=True)
+    )
+    result: pd.DataFrame = frame
+    return result
+
+
+def _joined(tables: Sequence[pa.Table]) -> pa.Table:
+    """The inner join of the tables on `_KEYS`, ordered by symbol then ``available_at``."""
+    first = tables[0].sort_by([("symbol", "ascending"), ("available_at", "ascending")])
+    keys = first.select(_KEYS)
+    if _unique_keys(keys) and all(
+        t.num_rows == first.num_rows and t.select(_KEYS).equals(keys) for t in tables[1:]
+    ):  # the same keys in the same (sorted, unique) order: the join is the columns side by side
+        merged = first
+        for table in tables[1:]:
+            for name in table.column_names:
+                if name not in _KEYS:
+                    merged = merged.append_column(table.field(name), table.column(name))
+        return merged
+    merged = first
+    for table in tables[1:]:
+        merged = merged.join(table, keys=_KEYS, join_type="inner")
+    return merged.sort_by([("symbol", "ascending"), ("available_at", "ascending")])
+
+
+def _unique_keys(keys: pa.Table) -> bool:
+    """Whether sorted keys are unique: (symbol, available_at) strictly increasing, and so the
+    third key too (one row per symbol and bar close)."""
+    if any(keys.column(name).null_count for name in _KEYS):
+        return False
+    if keys.num_rows < 2:
+        return True
+    symbol = keys.column("symbol")
+    at = keys.column("available_at")
+    same_symbol = pc.equal(symbol.slice(1), symbol.slice(0, keys.num_rows - 1))
+    later = pc.greater(at.slice(1), at.slice(0, keys.num_rows - 1))
+    return bool(pc.all(pc.or_(pc.invert(same_symbol), later)).as_py())
 
 
 def matured_outcomes(

@@ -51,6 +51,7 @@ __all__ = [
     "StoreReader",
     "empty_ingest",
     "ingest_runs",
+    "narrow_series_timestamps",
     "quarantine_spike",
     "read_ingest_log",
     "read_quarantine_reasons",
@@ -121,9 +122,20 @@ class StoreReader(Protocol):
 # -- readers ---------------------------------------------------------------------------------
 
 
-def read_ingest_log(store: StoreReader, *, since: datetime | None = None) -> pd.DataFrame:
-    """The ingest log, oldest first, from ``since`` (pass a span covering the trailing runs)."""
-    where, params = ("WHERE logged_at >= ?", [_utc(since, "since")]) if since else ("", [])
+def read_ingest_log(
+    store: StoreReader, *, since: datetime | None = None, after: datetime | None = None
+) -> pd.DataFrame:
+    """The ingest log, oldest first, from ``since`` (pass a span covering the trailing runs);
+    with ``after``, only the entries logged after it (what a holder of the log lacks)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since:
+        clauses.append("logged_at >= ?")
+        params.append(_utc(since, "since"))
+    if after:
+        clauses.append("logged_at > ?")
+        params.append(_utc(after, "after"))
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     return store.query(f"SELECT * FROM ingest_log {where} ORDER BY logged_at", params)
 
 
@@ -143,8 +155,10 @@ def read_series_timestamps(
     *,
     start: datetime | None = None,
     closing_from: datetime | None = None,
+    series: Collection[tuple[str, str, str]] | None = None,
 ) -> pd.DataFrame:
-    """``source, symbol, timeframe, event_ts`` of a gridded dataset's stored rows from ``start``.
+    """``source, symbol, timeframe, event_ts`` of a gridded dataset's stored rows from ``start``
+    (of the (source, symbol, timeframe) ``series`` only, when given).
 
     With ``closing_from`` only the rows `series_gap` judges with ``since=closing_from`` come
     back: those at or after it and each one's predecessor in its series (the database finds
@@ -157,23 +171,64 @@ def read_series_timestamps(
         )
     symbol = "symbol" if dataset != "fear_greed" else f"'{NO_SYMBOL}'"
     timeframe = "timeframe" if dataset == "candles" else f"'{NO_SYMBOL}'"
-    where, params = ("WHERE event_ts >= ?", [_utc(start, "start")]) if start else ("", [])
+    conditions: list[str] = []
+    bounds: list[Any] = []
+    if start:
+        conditions.append("event_ts >= ?")
+        bounds.append(_utc(start, "start"))
+    if series is not None:
+        chosen = sorted(series)
+        one = f"(source = ? AND {symbol} = ? AND {timeframe} = ?)"
+        conditions.append(f"({' OR '.join([one] * len(chosen)) or 'FALSE'})")
+        bounds.extend(part for key in chosen for part in key)
     columns = f"source, {symbol} AS symbol, {timeframe} AS timeframe, event_ts"
     order = "ORDER BY source, symbol, timeframe, event_ts"
     if closing_from is None:
-        return store.query(f"SELECT {columns} FROM {tables[dataset]} {where} {order}", params)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        return store.query(f"SELECT {columns} FROM {tables[dataset]} {where} {order}", bounds)
     # the rows at or after `closing_from`, and in each series holding one, the newest row
     # before it (its predecessor): no window over the whole history
     cutoff = _utc(closing_from, "closing_from")
-    low = ("AND event_ts >= ?", [_utc(start, "start")]) if start else ("", [])
+    low = "".join(f" AND {c}" for c in conditions)
     keys = f"source, {symbol}, {timeframe}"
     return store.query(
-        f"WITH recent AS (SELECT {columns} FROM {tables[dataset]} WHERE event_ts >= ? "
-        f"{low[0]}) SELECT * FROM recent UNION ALL SELECT {keys}, max(event_ts) "
-        f"FROM {tables[dataset]} WHERE event_ts < ? {low[0]} AND ({keys}) IN "
+        f"WITH recent AS (SELECT {columns} FROM {tables[dataset]} WHERE event_ts >= ?"
+        f"{low}) SELECT * FROM recent UNION ALL SELECT {keys}, max(event_ts) "
+        f"FROM {tables[dataset]} WHERE event_ts < ?{low} AND ({keys}) IN "
         f"(SELECT DISTINCT source, symbol, timeframe FROM recent) GROUP BY ALL {order}",
-        [cutoff, *low[1], cutoff, *low[1]],
+        [cutoff, *bounds, cutoff, *bounds],
     )
+
+
+def narrow_series_timestamps(
+    held: pd.DataFrame, *, start: datetime | None, closing_from: datetime
+) -> pd.DataFrame:
+    """What `read_series_timestamps` returns for ``start`` and ``closing_from``, derived from
+    what it returned (``held``) for an earlier or equal start and closing_from on the same
+    stored rows: the rows at or after ``closing_from`` and, in each series holding one, the
+    newest row before it from ``start`` (a row before the earlier cutoff is the held
+    predecessor, the newest there is)."""
+    if held.empty:
+        return held
+    stamps = held["event_ts"]
+    cutoff = pd.Timestamp(_utc(closing_from, "closing_from"))
+    floor = pd.Timestamp(_utc(start, "start")) if start is not None else None
+    in_span = (stamps >= floor).to_numpy() if floor is not None else np.ones(len(held), bool)
+    recent = (stamps >= cutoff).to_numpy() & in_span
+    earlier = (stamps < cutoff).to_numpy() & in_span
+    codes = held.groupby(["source", "symbol", "timeframe"], sort=False).ngroup().to_numpy()
+    has_recent = np.zeros(int(codes.max()) + 1, dtype=bool)
+    has_recent[codes[recent]] = True
+    # the held rows are ordered by series then time: a series' last earlier row is its newest
+    candidates = np.flatnonzero(earlier & has_recent[codes])
+    last_of_series = (
+        candidates[np.r_[codes[candidates][1:] != codes[candidates][:-1], True]]
+        if len(candidates)
+        else candidates
+    )
+    keep = recent.copy()
+    keep[last_of_series] = True
+    return held[keep].reset_index(drop=True)
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -230,7 +285,11 @@ def _ingest_runs(ingest_log: pd.DataFrame) -> pd.DataFrame:
             np.add.at(totals, codes, column.to_numpy(dtype=np.int64))
             runs[name] = totals
             continue
-        stamps = pd.DatetimeIndex(pd.to_datetime(column, utc=True))
+        stamps = (
+            pd.DatetimeIndex(column).tz_convert("UTC")  # tz-aware: no parsing pass
+            if isinstance(column.dtype, pd.DatetimeTZDtype)
+            else pd.DatetimeIndex(pd.to_datetime(column, utc=True))
+        )
         values = np.full(groups, np.iinfo(np.int64).min, dtype=np.int64)  # NaT: skipped
         np.maximum.at(values, codes, stamps.tz_convert(None).to_numpy().view(np.int64))
         runs[name] = pd.DatetimeIndex(values.view(f"M8[{stamps.unit}]")).tz_localize("UTC")

@@ -31,10 +31,12 @@ Why each threshold, and the measured false-alarm rates and powers: docs/monitori
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -287,29 +289,43 @@ def feature_drift(
     """
     config = config or FeatureDriftConfig()
     _require(features, ("symbol", FEATURE_TS, *reference.features), "features")
-    times = _utc_times(features, FEATURE_TS, "features")
-    frame = features.assign(**{FEATURE_TS: times}).sort_values(["symbol", FEATURE_TS])
+    times = _ns(_utc_times(features, FEATURE_TS, "features"))
+    names = features["symbol"].to_numpy()
+    # float32, the model's input type, in which the reference's edges and sample are kept
+    values = features[list(reference.features)].to_numpy(dtype=np.float32).astype(np.float64)
+    order = np.lexsort((times, names))  # by symbol, then time (stable)
+    names, times, values = names[order], times[order], values[order]
+    cutoff = None
+    if since is not None:
+        if since.tzinfo is None:
+            raise DataValidationError(f"since must be timezone-aware, got {since!r}", field="since")
+        cutoff = pd.Timestamp(since).as_unit("ns").value
+    bounds = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True]) if len(names) else ()
     findings: list[Finding] = []
-    for symbol, rows in _symbols(frame):
-        distributions = reference.for_symbol(symbol)
-        # float32, the model's input type, in which the reference's edges and sample are kept
-        values = rows[list(reference.features)].to_numpy(dtype=np.float32).astype(np.float64)
-        if np.isinf(values).any():
+    for lo, hi in itertools.pairwise(bounds):
+        symbol = str(names[lo])
+        compiled = _compiled(reference, symbol)
+        rows = values[lo:hi]
+        if np.isinf(rows).any():
             raise DataValidationError(f"features of {symbol}: infinite values", field="features")
-        stamps = rows[FEATURE_TS].reset_index(drop=True)
-        stamps_ns = _ns(stamps)
-        for at in _evaluation_times(stamps, since):
-            end = int(np.searchsorted(stamps_ns, at.value, side="right"))
+        stamps_ns = times[lo:hi]
+        ends = (
+            [int(stamps_ns[-1])]
+            if cutoff is None
+            else np.unique(stamps_ns[stamps_ns >= cutoff]).tolist()
+        )
+        for at_ns in ends:
+            end = int(np.searchsorted(stamps_ns, at_ns, side="right"))
             start = max(0, end - config.window_bars)
             if end - start < config.min_rows:
                 continue
             finding = _feature_window(
                 symbol,
-                at,
-                values[start:end],
-                stamps.iloc[start:end],
+                pd.Timestamp(at_ns, tz="UTC"),
+                rows[start:end],
+                stamps_ns[start:end],
                 reference,
-                distributions,
+                compiled,
                 config,
             )
             if finding is not None:
@@ -317,47 +333,109 @@ def feature_drift(
     return findings
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """A symbol's feature distributions as arrays, for all features at once."""
+
+    distributions: Mapping[str, Distribution]
+    edges: npt.NDArray[np.float32]  # (features, most edges), padded with +inf
+    n_edges: npt.NDArray[np.intp]
+    proportions: list[FloatArray]
+    lower: FloatArray  # support bounds, float32 values (NaN: none)
+    upper: FloatArray
+
+
+_COMPILED: dict[int, tuple[Mapping[str, Distribution], tuple[str, ...], _Compiled]] = {}
+
+
+def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
+    """`_Compiled` of the symbol's distributions, kept per distributions object (a reference is
+    immutable; the object is held, so its id is not reused while kept)."""
+    distributions = reference.for_symbol(symbol)
+    held = _COMPILED.get(id(distributions))
+    if held is not None and held[0] is distributions and held[1] == reference.features:
+        return held[2]
+    dists = [distributions[name] for name in reference.features]
+    width = max((len(d.edges) for d in dists), default=0)
+    edges = np.full((len(dists), width), np.inf, dtype=np.float32)
+    for j, dist in enumerate(dists):
+        edges[j, : len(dist.edges)] = np.asarray(dist.edges, dtype=np.float32)
+    bound = [
+        (np.nan, np.nan) if d.lower is None or d.upper is None else (_f32(d.lower), _f32(d.upper))
+        for d in dists
+    ]
+    compiled = _Compiled(
+        distributions,
+        edges,
+        np.array([len(d.edges) for d in dists], dtype=np.intp),
+        [np.asarray(d.proportions, dtype=np.float64) for d in dists],
+        np.array([b[0] for b in bound], dtype=np.float32),
+        np.array([b[1] for b in bound], dtype=np.float32),
+    )
+    if len(_COMPILED) >= 256:
+        _COMPILED.clear()
+    _COMPILED[id(distributions)] = (distributions, reference.features, compiled)
+    return compiled
+
+
+def _window_shares(window: FloatArray, compiled: _Compiled) -> list[FloatArray]:
+    """Each feature's bin shares over the window (`Distribution.shares` of every column at
+    once: right-closed bins compared in float32, NaN in the last bin)."""
+    n, n_features = window.shape
+    width = compiled.edges.shape[1] + 2
+    as32 = window.astype(np.float32)
+    # searchsorted(side="left") on sorted edges = how many edges lie below the value
+    index = (as32[:, :, None] > compiled.edges[None, :, :]).sum(axis=2)
+    index = np.where(np.isnan(window), compiled.n_edges[None, :] + 1, index)
+    flat = index + np.arange(n_features)[None, :] * width
+    counts: FloatArray = (
+        np.bincount(flat.ravel(), minlength=n_features * width)
+        .reshape(n_features, width)
+        .astype(np.float64)
+    )
+    if n:
+        counts = counts / float(n)  # `_shares`: counts over their total, every row counted
+    return [counts[j, : compiled.n_edges[j] + 2] for j in range(n_features)]
+
+
 def _feature_window(
     symbol: str,
     at: pd.Timestamp,
     window: FloatArray,
-    stamps: pd.Series,
+    stamps_ns: npt.NDArray[np.int64],
     reference: DriftReference,
-    distributions: Mapping[str, Distribution],
+    compiled: _Compiled,
     config: FeatureDriftConfig,
 ) -> Finding | None:
     n_features = len(reference.features)
+    distributions = compiled.distributions
     ks_level = config.family_alpha / n_features
-    per_feature: dict[str, dict[str, Any]] = {}
-    live_shares: dict[str, FloatArray] = {}
-    for j, name in enumerate(reference.features):
-        dist = distributions[name]
-        live_shares[name] = dist.shares(window[:, j])
+    shares = _window_shares(window, compiled)
+    live_shares = dict(zip(reference.features, shares, strict=True))
     psi_by_feature = {
-        name: population_stability_index(live_shares[name], distributions[name].proportions)
-        for name in reference.features
+        name: population_stability_index(live, compiled.proportions[j])
+        for j, (name, live) in enumerate(live_shares.items())
     }
-    lines = psi_lines(reference, distributions, config)
     if max(psi_by_feature.values(), default=0.0) < config.psi_warning:
         return None  # no feature can drift (both routes need the PSI): skip the KS tests
+    lines = psi_lines(reference, distributions, config)
+    finite = np.isfinite(window)
+    n_finite = finite.sum(axis=0)
+    beyond = ((window < compiled.lower) | (window > compiled.upper)) & finite
+    with np.errstate(divide="ignore", invalid="ignore"):
+        outside_share = np.where(
+            (n_finite > 0) & ~np.isnan(compiled.lower), beyond.sum(axis=0) / n_finite, np.nan
+        )
     thresholds: dict[str, float] = {}  # a drifting feature's line, by the route that fired
     criticals: dict[str, float] = {}
+    tests: dict[str, tuple[float, float, float]] = {}
     for j, name in enumerate(reference.features):
-        dist = distributions[name]
-        column = window[:, j]
         psi = psi_by_feature[name]
         # the shape route needs the PSI at its line: below it the KS test cannot change anything
-        ks_stat, ks_p, ks_p_adjusted = (
-            _ks(column, dist.sample, config.min_finite)
-            if psi >= lines[name]
-            else (math.nan, math.nan, math.nan)
-        )
-        finite = column[np.isfinite(column)]
-        outside = (
-            float(np.mean((finite < _f32(dist.lower)) | (finite > _f32(dist.upper))))
-            if len(finite) and dist.lower is not None and dist.upper is not None
-            else math.nan
-        )
+        if psi >= lines[name]:
+            tests[name] = _ks(window[:, j], distributions[name].sample, config.min_finite)
+        ks_p_adjusted = tests[name][2] if name in tests else math.nan
+        outside = float(outside_share[j])
         # values training never saw drift at the fixed line, whatever the regime; a different
         # shape within the support drifts past the feature's own (calibrated) line
         if psi >= config.psi_warning and outside >= config.support_share:
@@ -366,13 +444,18 @@ def _feature_window(
         elif psi >= lines[name] and ks_p_adjusted < ks_level:  # NaN: no test
             thresholds[name] = lines[name]
             criticals[name] = lines[name] * config.psi_critical / config.psi_warning
+    if not thresholds:
+        return None  # nothing drifts: no evidence to build
+    per_feature: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(reference.features):
+        ks_stat, ks_p, ks_p_adjusted = tests.get(name, (math.nan, math.nan, math.nan))
         per_feature[name] = {
-            "psi": _round(psi, 4),
+            "psi": _round(psi_by_feature[name], 4),
             "psi_line": _round(lines[name]),
             "ks": _round(ks_stat, 4),
             "ks_p": _round(ks_p, 3),
             "ks_p_adjusted": _round(ks_p_adjusted, 3),
-            "outside_support": _round(outside, 4),
+            "outside_support": _round(float(outside_share[j]), 4),
         }
     drifting = list(thresholds)
     if not drifting:
@@ -390,6 +473,8 @@ def _feature_window(
         }
         for name in ranked[: config.evidence_features]
     }
+    first = pd.Timestamp(int(stamps_ns[0]), tz="UTC")
+    last = pd.Timestamp(int(stamps_ns[-1]), tz="UTC")
     return Finding(
         kind="feature_drift",
         category=Category.MODEL,
@@ -405,7 +490,7 @@ def _feature_window(
         ),
         evidence={
             "family": reference.family,
-            "window": _span(stamps),
+            "window": {"first": first.isoformat(), "last": last.isoformat(), "n": len(window)},
             "drifting": drifting,
             "ks_level": ks_level,
             "critical_threshold": _round(critical, 4),

@@ -25,8 +25,12 @@ and the feature rows between bars, and reads only what is new each bar; its resu
   rows after the held ones are read alone; an entry that added rows at or before the newest held
   one (a late fill), or candles of another source, re-reads that symbol's window. Every
   ``reread_every_runs`` runs the whole window is read again (edits that bypass ingest);
+- ingest log: the entries logged after the newest held one are read and appended, those
+  before the span's start dropped; data quality judges only the series with new entries;
+- series rows (`series_gap`): the held rows narrowed to the later span
+  (`narrow_series_timestamps`), the series the new log entries added rows to read again;
 - feature rows: reused while the feature tables' files are unchanged (an atomic replace is a new
-  file), read again when one changes;
+  file), read again when one changes, ahead of the market reads in a worker thread;
 - champions: the alias is looked up again when something was committed to the registry's sqlite
   database (`serving.champions.registry_change_token`, as the decision engine's poll), and at
   least every ``champion_recheck_s`` seconds (a registry server: only the latter).
@@ -40,6 +44,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,14 +52,17 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from agents.monitoring.data_quality import (
+    NO_SYMBOL,
     EmptyIngestConfig,
     QuarantineConfig,
     SeriesGapConfig,
     StoreReader,
     empty_ingest,
+    narrow_series_timestamps,
     quarantine_spike,
     read_ingest_log,
     read_quarantine_reasons,
@@ -265,6 +273,28 @@ class _MarketCache:
 
 
 @dataclass
+class _LogCache:
+    """The ingest log a `Monitor` holds between runs (ingest only appends to it)."""
+
+    start: datetime | None = None  # entries held from (None: all)
+    frame: pd.DataFrame | None = None
+    newest: datetime | None = None  # the newest entry held
+    runs: int = 0  # runs since the last read of the whole span
+
+
+@dataclass
+class _SeriesCache:
+    """One dataset's `read_series_timestamps` rows as a `Monitor` last read them."""
+
+    start: datetime | None
+    since: datetime
+    frame: pd.DataFrame
+    seen: datetime | None  # the newest ingest log entry they reflect
+    watched: frozenset[tuple[str, str]]
+    runs: int = 0  # runs since the last read of every series
+
+
+@dataclass
 class _FeatureCache:
     marks: tuple[tuple[int, int, int], ...] = ()  # (inode, mtime_ns, size) of each table file
     start: datetime | None = None
@@ -293,6 +323,10 @@ class Monitor:
         self._reader = MarketReader(settings)
         self._client: Any = None
         self._market = _MarketCache()
+        self._log = _LogCache()
+        self._series: dict[str, _SeriesCache] = {}
+        self._pool: ThreadPoolExecutor | None = None  # reads the feature tables ahead
+        self._prefetch: Future[_FeatureCache] | None = None
         self._features = _FeatureCache()
         self._champions: dict[str, _Champion] = {}
         self._registry = registry_change_token(settings)
@@ -305,7 +339,10 @@ class Monitor:
         return cls(settings, config or MonitorConfig(), store)
 
     def close(self) -> None:
-        """Close the stores and the registry's change watch."""
+        """Close the stores, the registry's change watch and the feature reader thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._prefetch = None, None
         self._reader.close()
         self._registry.close()
         self._store.close()
@@ -348,8 +385,15 @@ class Monitor:
         runs_since = None if last_run is None else datetime.fromisoformat(last_run)
         # the ingest runs since the last run are judged against the trailing runs
         log_start = None if runs_since is None else runs_since - INGEST_LOOKBACK
+        references = None
+        if start is not None and cfg.drift_families:
+            # the drift step reads the feature rows of the closes after ``start``: start
+            # reading them now, alongside the market reads (`_prefetch_features`)
+            references = self._references()
+            columns = sorted({name for r in references.values() for name in r.features})
+            self._prefetch_features(chosen, self._feature_lookback(start + bar), columns)
         with self._reader.attached() as market:
-            ingest_log = read_ingest_log(market, since=log_start)
+            ingest_log = self._ingest_log(market, log_start)
             read = self._histories(market, chosen, history_start, ingest_log, log_start)
             for symbol in chosen:
                 history = read.get(symbol)
@@ -368,12 +412,20 @@ class Monitor:
                 last = history.candles["event_ts"].iloc[-1].to_pydatetime()
                 newest = last if newest is None else max(newest, last)
             findings += _data_findings(
-                market, ingest_log, watched, start, runs_since, history_start, cfg
+                market,
+                ingest_log,
+                watched,
+                start,
+                runs_since,
+                cfg,
+                lambda dataset: self._series_timestamps(
+                    market, dataset, history_start, start, watched, ingest_log, log_start
+                ),
             )
         # model drift is judged at bar closes: those of the bars evaluated here (the close at
         # `first` itself ends the bar before, judged by the run that evaluated that bar)
         closes_from = None if first is None else first + bar
-        drift, figures, judged = self._drift_findings(histories, closes_from)
+        drift, figures, judged = self._drift_findings(histories, closes_from, references)
         findings += drift
         alarms, events = _drift_edges(store, drift, histories, closes_from, settings)
         detected = moment.isoformat()
@@ -407,6 +459,37 @@ class Monitor:
 
     # -- what is held between runs ---------------------------------------------------------
 
+    def _ingest_log(self, market: Any, start: datetime | None) -> pd.DataFrame:
+        """`read_ingest_log` from ``start``: the held entries from ``start`` and those logged
+        after the newest held (ingest appends entries in ``logged_at`` order); all of it again
+        on a first run, when ``start`` moved back, and every ``reread_every_runs`` runs."""
+        cache = self._log
+        cache.runs += 1
+        covered = (
+            cache.frame is not None
+            and cache.newest is not None
+            and (cache.start is None or (start is not None and start >= cache.start))
+            and cache.runs < self.config.reread_every_runs
+        )
+        if not covered:
+            frame = read_ingest_log(market, since=start)
+            cache.runs = 0
+        else:
+            assert cache.frame is not None
+            new = read_ingest_log(market, since=start, after=cache.newest)
+            frame = cache.frame
+            if start is not None and not frame.empty:
+                kept = np.asarray(_utc_times(frame["logged_at"]) >= pd.Timestamp(start))
+                if not kept.all():
+                    frame = frame[kept].reset_index(drop=True)
+            if not new.empty:
+                frame = new if frame.empty else pd.concat([frame, new], ignore_index=True)
+        cache.start, cache.frame = start, frame
+        cache.newest = (
+            None if frame.empty else pd.Timestamp(frame["logged_at"].max()).to_pydatetime()
+        )
+        return frame
+
     def _histories(
         self,
         market: Any,
@@ -434,7 +517,7 @@ class Monitor:
             cache.runs += 1
         entries = None
         if cache.seen is not None:
-            stamps = pd.to_datetime(ingest_log["logged_at"], utc=True)
+            stamps = _utc_times(ingest_log["logged_at"])
             entries = (
                 ingest_log[stamps > cache.seen]
                 if log_start is None or cache.seen >= pd.Timestamp(log_start)
@@ -511,6 +594,62 @@ class Monitor:
                 cache.held[symbol] = MarketHistory(symbol, held.source, candles, funding)
         return {s: cache.held[s] for s in symbols if s in cache.held}
 
+    def _series_timestamps(
+        self,
+        market: Any,
+        dataset: str,
+        start: datetime | None,
+        since: datetime | None,
+        watched: Sequence[tuple[str, str]],
+        ingest_log: pd.DataFrame,
+        log_start: datetime | None,
+    ) -> pd.DataFrame:
+        """`read_series_timestamps` of ``dataset`` from ``start`` closing from ``since``: the
+        held rows narrowed to the later span (`narrow_series_timestamps`), the series the
+        ingest log says gained rows since read again. Everything is read again on a first
+        run, when the span moved back, when the log no longer covers the held rows' time, when
+        an entry names no series (``*``), when the watched candle series changed (their rows
+        are not held), and every ``reread_every_runs`` runs."""
+        seen = self._log.newest
+        if since is None:
+            self._series.pop(dataset, None)
+            return read_series_timestamps(market, dataset, start=start)
+        mine = frozenset(watched) if dataset == "candles" else frozenset()
+        held = self._series.get(dataset)
+        changed = (
+            None
+            if held is None
+            or since < held.since
+            or not (held.start is None or (start is not None and start >= held.start))
+            or held.seen is None
+            or (log_start is not None and held.seen < log_start)
+            or held.watched != mine
+            or held.runs + 1 >= self.config.reread_every_runs
+            else _changed_series(ingest_log, dataset, held.seen, mine)
+        )
+        if changed is not None and len(changed) > _SERIES_PER_READ:
+            changed = None  # one scan for all beats a filter of that many series
+        if held is None or changed is None:
+            frame = read_series_timestamps(market, dataset, start=start, closing_from=since)
+            if mine:  # `series_gap` skips the watched candle series: they are not held
+                frame = _without_watched(frame, mine)
+            self._series[dataset] = _SeriesCache(start, since, frame, seen, mine)
+            return frame
+        frame = narrow_series_timestamps(held.frame, start=start, closing_from=since)
+        if changed:
+            fresh = read_series_timestamps(
+                market, dataset, start=start, closing_from=since, series=changed
+            )
+            keys = list(zip(frame["source"], frame["symbol"], frame["timeframe"], strict=True))
+            kept = frame[np.array([key not in changed for key in keys], dtype=bool)]
+            frame = (
+                pd.concat([kept, fresh], ignore_index=True)
+                .sort_values(["source", "symbol", "timeframe", "event_ts"], kind="stable")
+                .reset_index(drop=True)
+            )
+        self._series[dataset] = _SeriesCache(start, since, frame, seen, mine, held.runs + 1)
+        return frame
+
     def _client_now(self) -> Any:
         if self._client is None:
             self._client = registry_client(self.settings)
@@ -533,6 +672,41 @@ class Monitor:
         self._champions[family] = _Champion(version, reference, mark, checked)
         return reference
 
+    def _prefetch_features(
+        self, symbols: Sequence[str], start: datetime, columns: Sequence[str]
+    ) -> None:
+        """Start reading the feature tables' rows `_feature_rows` will ask for, in a worker
+        thread, when the held rows no longer cover them (the files changed): the decoding
+        (arrow, outside the GIL) overlaps the market reads and detectors. Its result is used
+        only if the files are still the ones it read (their marks, taken before)."""
+        marks = _file_marks(feature_files(self.settings))
+        wanted, names = frozenset(symbols), frozenset(columns)
+        if _covers(self._features, marks, start, wanted, names) or not names:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sextant-monitor-features")
+        settings = self.settings
+
+        def read() -> _FeatureCache:
+            frame = feature_history(settings, sorted(wanted), start, columns=sorted(names))
+            return _FeatureCache(marks, start, wanted, names, frame)
+
+        self._prefetch = self._pool.submit(read)
+
+    def _prefetched(
+        self,
+        marks: tuple[tuple[int, int, int], ...],
+        start: datetime,
+        wanted: frozenset[str],
+        names: frozenset[str],
+    ) -> _FeatureCache | None:
+        """The prefetched rows, if they cover this request on the same files."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is None:
+            return None
+        fetched = pending.result()  # its errors are the read's errors
+        return fetched if _covers(fetched, marks, start, wanted, names) else None
+
     def _feature_rows(
         self, symbols: Sequence[str], start: datetime, columns: Sequence[str]
     ) -> pd.DataFrame:
@@ -540,23 +714,36 @@ class Monitor:
         cache = self._features
         marks = _file_marks(feature_files(self.settings))
         wanted, names = frozenset(symbols), frozenset(columns)
-        if not (
-            cache.frame is not None
-            and marks == cache.marks
-            and cache.start is not None
-            and start >= cache.start
-            and wanted <= cache.symbols
-            and names <= cache.columns
-        ):
-            frame = feature_history(self.settings, sorted(wanted), start, columns=sorted(names))
-            self._features = _FeatureCache(marks, start, wanted, names, frame)
-            cache = self._features
+        if not _covers(cache, marks, start, wanted, names):
+            fetched = self._prefetched(marks, start, wanted, names)
+            if fetched is None:
+                frame = feature_history(self.settings, sorted(wanted), start, columns=sorted(names))
+                fetched = _FeatureCache(marks, start, wanted, names, frame)
+            self._features = cache = fetched
         assert cache.frame is not None
         frame = cache.frame
         return frame[(frame["available_at"] >= pd.Timestamp(start)) & frame["symbol"].isin(wanted)]
 
+    def _references(self) -> dict[str, DriftReference]:
+        """The drift reference of each family's champion that has one."""
+        references: dict[str, DriftReference] = {}
+        for family in self.config.drift_families:
+            reference = self._champion_reference(family)
+            if reference is not None:  # none: no champion, or one registered before references
+                references[family] = reference
+        return references
+
+    def _feature_lookback(self, since: datetime) -> datetime:
+        """The first bar close the drift step reads rows from, for closes from ``since``."""
+        cfg = self.config
+        bar = timeframe_to_timedelta(self.settings.timeframe)
+        return since - max(cfg.feature_drift.window_bars, cfg.calibration_decay.window) * bar * 2
+
     def _drift_findings(
-        self, histories: Mapping[str, MarketHistory], since: datetime | None
+        self,
+        histories: Mapping[str, MarketHistory],
+        since: datetime | None,
+        references: dict[str, DriftReference] | None = None,
     ) -> tuple[list[Finding], dict[str, dict[str, float | None]], tuple[str, ...]]:
         """Model drift of each direction champion that has a reference, and the account's
         decision mix; the latest figure per family and statistic for the service's gauges. A
@@ -565,10 +752,7 @@ class Monitor:
         if since is None:
             return [], {}, ()
         settings, cfg = self.settings, self.config
-        bar = timeframe_to_timedelta(settings.timeframe)
-        lookback = (
-            since - max(cfg.feature_drift.window_bars, cfg.calibration_decay.window) * bar * 2
-        )
+        lookback = self._feature_lookback(since)
         records = self._store.latest(
             1_000_000,
             account=settings.paper_account,
@@ -577,11 +761,8 @@ class Monitor:
         findings: list[Finding] = []
         figures: dict[str, dict[str, float | None]] = {}
         judged: list[str] = []
-        references: dict[str, DriftReference] = {}
-        for family in cfg.drift_families:
-            reference = self._champion_reference(family)
-            if reference is not None:  # none: no champion, or one registered before references
-                references[family] = reference
+        if references is None:
+            references = self._references()
         columns = sorted({name for r in references.values() for name in r.features})
         history: pd.DataFrame | None = None
         for family, reference in references.items():
@@ -637,22 +818,29 @@ def _window_rows(frame: pd.DataFrame, since: datetime, window: int) -> pd.DataFr
     never enter one (the findings are the same as over the whole frame)."""
     if frame.empty:
         return frame
-    ordered = frame.sort_values(["symbol", "available_at"], kind="stable")
     times = (
-        pd.DatetimeIndex(pd.to_datetime(ordered["available_at"], utc=True))
-        .as_unit("ns")
-        .tz_convert(None)
-        .to_numpy()
-        .view(np.int64)
-    )
-    codes = ordered["symbol"].to_numpy()
-    keep = np.zeros(len(ordered), dtype=bool)
+        pd.DatetimeIndex(frame["available_at"]).as_unit("ns").tz_convert(None).to_numpy()
+    ).view(np.int64)
+    codes = frame["symbol"].to_numpy()
+    if not _sorted_by(codes, times):  # `feature_history` orders them so: no sort then
+        order = np.lexsort((times, codes))
+        frame, times, codes = frame.iloc[order], times[order], codes[order]
+    keep = np.zeros(len(frame), dtype=bool)
     bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
     cutoff = pd.Timestamp(since).as_unit("ns").value
     for lo, hi in itertools.pairwise(bounds):
         first = lo + int(np.searchsorted(times[lo:hi], cutoff, side="left"))
         keep[max(lo, first - window) : hi] = True
-    return ordered[keep]
+    return frame[keep]
+
+
+def _sorted_by(codes: npt.NDArray[Any], times: npt.NDArray[np.int64]) -> bool:
+    """Whether rows are ordered by symbol, then time (ties kept in order)."""
+    if len(codes) < 2:
+        return True
+    later_symbol = codes[1:] > codes[:-1]
+    same_symbol = codes[1:] == codes[:-1]
+    return bool(np.all(later_symbol | (same_symbol & (times[1:] >= times[:-1]))))
 
 
 def _newest_log_entry(market: StoreReader) -> pd.Timestamp | None:
@@ -667,6 +855,14 @@ def _log_entries(market: StoreReader, after: pd.Timestamp) -> pd.DataFrame:
         "FROM ingest_log WHERE logged_at > ?",
         [after.to_pydatetime()],
     )
+
+
+def _utc_times(column: pd.Series) -> pd.DatetimeIndex:
+    """A time column as UTC (``pd.to_datetime`` costs milliseconds on one that is tz-aware
+    already: it parses element by element)."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeIndex(column).tz_convert("UTC")
+    return pd.DatetimeIndex(pd.to_datetime(column, utc=True))
 
 
 def _last(frame: pd.DataFrame) -> pd.Timestamp | None:
@@ -691,6 +887,25 @@ def _window(held: pd.DataFrame, new: pd.DataFrame | None, start: datetime | None
     if held.empty:
         return new.reset_index(drop=True)
     return pd.concat([held.iloc[skip:], new], ignore_index=True)
+
+
+def _covers(
+    held: _FeatureCache,
+    marks: tuple[tuple[int, int, int], ...],
+    start: datetime,
+    wanted: frozenset[str],
+    names: frozenset[str],
+) -> bool:
+    """Whether ``held`` rows answer a read from ``start`` of ``wanted`` symbols' ``names``
+    on the files with ``marks``."""
+    return (
+        held.frame is not None
+        and marks == held.marks
+        and held.start is not None
+        and start >= held.start
+        and wanted <= held.symbols
+        and names <= held.columns
+    )
 
 
 def _file_marks(paths: Sequence[Path]) -> tuple[tuple[int, int, int], ...]:
@@ -756,35 +971,118 @@ def _data_findings(
     watched: Sequence[tuple[str, str]],
     since: datetime | None,
     runs_since: datetime | None,
-    history_start: datetime | None,
     cfg: MonitorConfig,
+    series_rows: Callable[[str], pd.DataFrame],
 ) -> list[Finding]:
     """The ingest runs logged since the monitor's last run (``log_frame``: the log from
     ``INGEST_LOOKBACK`` before it, the trailing runs they are judged against), and the holes
-    closed from ``since`` in the series read from ``history_start``."""
-    # the reasons are evidence of a quarantine finding: read them only when a judged run
-    # quarantined anything (no finding is possible otherwise)
+    closed from ``since`` in each dataset's series (``series_rows``: `read_series_timestamps`
+    from the history's start, closing from ``since``)."""
     judged = log_frame
+    quarantined = added_nothing = True  # whether a judged run may be a finding of each kind
     if runs_since is not None:
-        judged = log_frame[pd.to_datetime(log_frame["logged_at"], utc=True) >= runs_since]
-    reasons = (
-        read_quarantine_reasons(market, since=runs_since)
-        if (judged["rows_quarantined"] > 0).any()
-        else None
-    )
+        judged = log_frame[
+            np.asarray(_utc_times(log_frame["logged_at"]) >= pd.Timestamp(runs_since))
+        ]
+        # only series with an entry since the last run can have a run judged now, and a run's
+        # trailing rate reads its own series' runs: the other series' entries change nothing
+        log_frame = _series_of(log_frame, judged)
+        # a judged run is one with an entry since the last run (its latest time); both
+        # detectors report only a run that quarantined rows, or one that added none
+        quarantined, added_nothing = _judged_runs_may(log_frame, judged)
+    found: list[Finding] = []
     with runs_shared():  # both detectors group the same log into runs: once
-        found = quarantine_spike(
-            log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=runs_since
-        )
-        found += empty_ingest(log_frame, config=cfg.empty_ingest, since=runs_since)
+        if quarantined:
+            # the reasons are evidence of a quarantine finding: read only when one is possible
+            reasons = (
+                read_quarantine_reasons(market, since=runs_since)
+                if (judged["rows_quarantined"] > 0).any()
+                else None
+            )
+            found += quarantine_spike(
+                log_frame, quarantine_reasons=reasons, config=cfg.quarantine, since=runs_since
+            )
+        if added_nothing:
+            found += empty_ingest(log_frame, config=cfg.empty_ingest, since=runs_since)
     # holes of the candles the models read are `missing_bar`'s (market side); the data side
     # reports every other stored series' holes
     for dataset in ("candles", "funding", "fear_greed"):
-        stored = read_series_timestamps(market, dataset, start=history_start, closing_from=since)
+        stored = series_rows(dataset)
         found += series_gap(
             stored, dataset=dataset, config=cfg.series_gap, since=since, watched=watched
         )
     return found
+
+
+_LOG_SERIES = ["dataset", "source", "symbol", "timeframe"]  # an ingest log entry's series
+_SERIES_PER_READ = 32  # more changed series than this: read the dataset's rows whole
+
+
+def _changed_series(
+    ingest_log: pd.DataFrame,
+    dataset: str,
+    after: datetime,
+    watched: frozenset[tuple[str, str]],
+) -> set[tuple[str, str, str]] | None:
+    """The (source, symbol, timeframe) series of ``dataset``, as `read_series_timestamps`
+    names them, that entries logged after ``after`` added rows to (watched candle series
+    left out); None when an entry names no series (a batch for ``*`` may hold any)."""
+    if ingest_log.empty:
+        return set()
+    stamps = _utc_times(ingest_log["logged_at"])
+    entries = ingest_log[
+        np.asarray(stamps > pd.Timestamp(after))
+        & (ingest_log["dataset"] == dataset).to_numpy()
+        & (ingest_log["rows_added"] > 0).to_numpy()
+    ]
+    changed: set[tuple[str, str, str]] = set()
+    for source, symbol, timeframe in zip(
+        entries["source"], entries["symbol"], entries["timeframe"], strict=True
+    ):
+        source, symbol, timeframe = str(source), str(symbol), str(timeframe)
+        if dataset == "fear_greed":
+            changed.add((source, NO_SYMBOL, NO_SYMBOL))
+            continue
+        if symbol == NO_SYMBOL or (dataset == "candles" and timeframe == NO_SYMBOL):
+            return None
+        if dataset == "candles" and (source, symbol) in watched:
+            continue
+        changed.add((source, symbol, timeframe if dataset == "candles" else NO_SYMBOL))
+    return changed
+
+
+def _without_watched(frame: pd.DataFrame, watched: frozenset[tuple[str, str]]) -> pd.DataFrame:
+    keys = zip(frame["source"], frame["symbol"], strict=True)
+    keep = np.array([(str(a), str(b)) not in watched for a, b in keys], dtype=bool)
+    return frame[keep].reset_index(drop=True)
+
+
+def _series_of(log_frame: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
+    """The entries of ``log_frame`` whose series has an entry in ``judged`` (order kept)."""
+    wanted = set(zip(*(judged[c] for c in _LOG_SERIES), strict=True))
+    keys = zip(*(log_frame[c] for c in _LOG_SERIES), strict=True)
+    return log_frame[np.array([key in wanted for key in keys], dtype=bool)]
+
+
+def _judged_runs_may(log_frame: pd.DataFrame, judged: pd.DataFrame) -> tuple[bool, bool]:
+    """Whether a judged run (one with an entry in ``judged``) quarantined any row, and
+    whether one added no row, summed over all its entries in ``log_frame`` (`ingest_runs`:
+    a run is one run id for one series)."""
+    runs = set(zip(judged["run_id"], *(judged[c] for c in _LOG_SERIES), strict=True))
+    added: dict[tuple[Any, ...], int] = {}
+    quarantined = False
+    for key in zip(
+        log_frame["run_id"],
+        *(log_frame[c] for c in _LOG_SERIES),
+        log_frame["rows_added"],
+        log_frame["rows_quarantined"],
+        strict=True,
+    ):
+        run = key[:5]
+        if run in runs:
+            added[run] = added.get(run, 0) + int(key[5])
+            quarantined = quarantined or int(key[6]) > 0
+    return quarantined, any(total == 0 for total in added.values())
 
 
 def _drift_reference(
@@ -820,13 +1118,6 @@ def _drift_edges(
     raised: dict[str, bool] = dict(store.monitor_state(DRIFT_ALARMS_KEY) or {})
     if since is None:
         return raised, []
-    bar = timeframe_to_timedelta(settings.timeframe)
-    bound = pd.Timestamp(since) - bar  # closes at or after `since`: opens at or after this
-    tails = []
-    for history in histories.values():
-        opens = pd.DatetimeIndex(history.candles["event_ts"])
-        tails.append(opens[int(opens.searchsorted(bound, side="left")) :] + bar)
-    closes = sorted({t.to_pydatetime() for tail in tails for t in tail})
     by_alarm: dict[str, dict[datetime, list[Finding]]] = {}
     for finding in drift:
         family = finding.evidence.get("family")
@@ -834,6 +1125,15 @@ def _drift_edges(
         if family is None or base not in MODEL_DRIFT_KINDS:
             continue
         by_alarm.setdefault(finding.kind, {}).setdefault(finding.bar_ts, []).append(finding)
+    if not by_alarm and not any(raised.values()):
+        return raised, []  # nothing raised, nothing rising: the walk would change nothing
+    bar = timeframe_to_timedelta(settings.timeframe)
+    bound = pd.Timestamp(since) - bar  # closes at or after `since`: opens at or after this
+    tails = []
+    for history in histories.values():
+        opens = pd.DatetimeIndex(history.candles["event_ts"])
+        tails.append(opens[int(opens.searchsorted(bound, side="left")) :] + bar)
+    closes = sorted({t.to_pydatetime() for tail in tails for t in tail})
     events: list[dict[str, Any]] = []
     for alarm in sorted(set(by_alarm) | set(raised)):
         hits = by_alarm.get(alarm, {})

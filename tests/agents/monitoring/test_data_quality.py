@@ -21,6 +21,7 @@ from agents.monitoring.data_quality import (
     QuarantineConfig,
     empty_ingest,
     ingest_runs,
+    narrow_series_timestamps,
     quarantine_spike,
     read_ingest_log,
     read_quarantine_reasons,
@@ -217,6 +218,50 @@ def test_reading_only_the_rows_that_close_holes_finds_the_same_gaps(planted: Pla
                 found = series_gap(tail, dataset=dataset, since=since)
                 assert [f.as_record() for f in found] == [f.as_record() for f in expected]
     assert len(tail) == 0  # nothing stored after 2030
+
+
+def test_narrowing_held_rows_to_a_later_span_equals_reading_it(planted: PlantedStore) -> None:
+    """What a warm monitor derives from the rows it read for an earlier cutoff (and an earlier
+    history start) is what the store returns for the later one: the same rows, each series'
+    predecessor included, through the planted holes and past the end of the data."""
+    moments = sorted(
+        [
+            datetime(2023, 1, 1, tzinfo=UTC),
+            REAL_HOLE.to_pydatetime() - timedelta(hours=2),
+            REAL_HOLE.to_pydatetime() + timedelta(hours=1),
+            HOLE_FIRST.to_pydatetime() - timedelta(hours=1),
+            HOLE_FIRST.to_pydatetime() + timedelta(hours=3),
+            planted.first_missing_settlement.to_pydatetime(),
+            datetime(2030, 1, 1, tzinfo=UTC),
+        ]
+    )
+    with MarketStore(planted.db) as store:
+        for dataset in ("candles", "funding"):
+            for k, since in enumerate(moments):
+                start = since - timedelta(days=30)
+                held = read_series_timestamps(store, dataset, start=start, closing_from=since)
+                for later in moments[k:]:
+                    for floor in (start, later - timedelta(days=20), later - timedelta(hours=1)):
+                        # Act
+                        narrowed = narrow_series_timestamps(held, start=floor, closing_from=later)
+                        # Assert
+                        read = read_series_timestamps(
+                            store, dataset, start=floor, closing_from=later
+                        )
+                        pd.testing.assert_frame_equal(narrowed, read)
+
+
+def test_reading_chosen_series_returns_exactly_their_rows(planted: PlantedStore) -> None:
+    since = HOLE_FIRST.to_pydatetime() - timedelta(days=3)
+    with MarketStore(planted.db) as store:
+        every = read_series_timestamps(store, "candles", closing_from=since)
+        eth = read_series_timestamps(
+            store, "candles", closing_from=since, series={(LIVE, "ETH/USDT", "1h")}
+        )
+        none = read_series_timestamps(store, "candles", closing_from=since, series=set())
+    expected = every[every["symbol"] == "ETH/USDT"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(eth, expected)
+    assert len(eth) > 0 and none.empty and list(none.columns) == list(every.columns)
 
 
 # -- false alarms on the clean store ---------------------------------------------------------

@@ -207,6 +207,53 @@ def test_ordinary_training_weeks_rarely_alarm_against_their_own_lines(sample: Sa
     assert fixed >= 0.5 * len(ends)
 
 
+def test_feature_drift_computes_each_features_figures_as_its_reference_does(
+    sample: Sample,
+) -> None:
+    """All features are binned at once (one comparison against every edge): each feature's
+    PSI, support share and bins equal what its `Distribution` and `population_stability_index`
+    give for that window alone, NaN rows and rows beyond the training range included, at every
+    bar of a rolling window (rows entering and leaving it)."""
+    # Arrange: two symbols, several features shifted, NaNs and out-of-range values planted
+    rng = np.random.default_rng(15)
+    frames = []
+    for symbol in ("BTC/USDT", "ETH/USDT"):
+        rows = sample.features[sample.features["symbol"] == symbol]
+        frame = _draw(rows, rng, WINDOW + 24).assign(symbol=symbol)
+        for name in ("rsi_14", "stoch_k_14"):
+            frame.loc[WINDOW // 4 :, name] += 1.5 * rows[name].std()
+        frame.loc[::7, "return_z_168"] = np.nan
+        frame.loc[::11, "realized_vol_7d"] = 5 * rows["realized_vol_7d"].max()
+        frames.append(frame)
+    features = pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=3)  # unordered
+    since = frames[0]["available_at"].iloc[WINDOW - 1].to_pydatetime()
+
+    # Act
+    found = feature_drift(features, sample.reference, since=since)
+
+    # Assert
+    assert len(found) >= 10
+    for finding in found:
+        rows = features[features["symbol"] == finding.symbol].sort_values("available_at")
+        window = rows[rows["available_at"] <= finding.bar_ts].iloc[-WINDOW:]
+        distributions = sample.reference.for_symbol(str(finding.symbol))
+        for name, figures in finding.evidence["features"].items():
+            values = window[name].to_numpy(dtype=np.float32).astype(np.float64)
+            dist = distributions[name]
+            psi = population_stability_index(dist.shares(values), dist.proportions)
+            assert figures["psi"] == float(f"{psi:.4g}")
+            finite = values[np.isfinite(values)]
+            if len(finite) == 0 or dist.lower is None or dist.upper is None:
+                assert figures["outside_support"] is None
+                continue
+            beyond = (finite < np.float32(dist.lower)) | (finite > np.float32(dist.upper))
+            assert figures["outside_support"] == float(f"{np.mean(beyond):.4g}")
+        for name, bins in finding.evidence["bins"].items():
+            values = window[name].to_numpy(dtype=np.float32).astype(np.float64)
+            expected = [float(f"{v:.4g}") for v in distributions[name].shares(values)]
+            assert bins["live"] == expected
+
+
 def test_feature_drift_at_a_bar_ignores_later_rows(sample: Sample) -> None:
     # Arrange: two weeks, the second one shifted; judge the bar that ends the first week too
     rng = np.random.default_rng(14)

@@ -283,3 +283,61 @@ def test_a_moved_champion_alias_switches_the_drift_reference(
         back = monitor.run(since=since, now=now)
         _same(back, run_monitor(cold, since=since, now=now), pair)
         assert back.drift_families == ("xgb", "lstm")
+
+
+class Batches:
+    """An ingest source of prepared batches under a live label (judged by `empty_ingest`)."""
+
+    name = "exchange"
+
+    def __init__(self, batches: list[Any]) -> None:
+        self._batches = batches
+
+    def batches(self, cursor: object) -> Iterator[Any]:
+        yield from self._batches
+
+
+def test_a_warm_monitor_judges_the_other_series_and_ingest_runs_as_the_one_shot(
+    pair: Pair,
+) -> None:
+    """The data-quality side of a warm monitor watching BTC only: ETH's candles (not watched)
+    gain a hole, then the row that closes it, then the late missing row; a live source's run
+    quarantines rows, another re-sends stored rows (nothing added, bars due). Each bar the
+    warm run, which reads again only the series the ingest log says changed and judges only
+    the series with new runs, equals a fresh run."""
+    from features.ingest.batch import Batch, Dataset
+    from features.ingest.service import ingest_source
+    from features.ingest.store import MarketStore
+
+    def live(rows: pd.DataFrame) -> None:
+        frame = rows.drop(columns="symbol").assign(symbol=ETH, timeframe="1h")
+        batch = Batch(
+            Dataset.CANDLES, "exchange", "test bar", frame.reset_index(drop=True), ETH, "1h"
+        )
+        with MarketStore(pair.warm.paths.market_db) as store:
+            ingest_source(Batches([batch]), store)
+        shutil.copyfile(pair.warm.paths.market_db, pair.cold.paths.market_db)
+
+    opens = sorted(pair.candles["event_ts"].unique())
+    eth = pair.candles[pair.candles["symbol"] == ETH].set_index("event_ts")
+    first = (pd.Timestamp(opens[0]) - pd.Timedelta(hours=48)).to_pydatetime()
+    now = first + timedelta(hours=50)
+    with Monitor.open(pair.warm) as monitor:
+        _same(monitor.run(symbols=(BTC,), since=first, now=now), run_monitor(pair.cold, symbols=(BTC,), since=first, now=now), pair)  # fmt: skip
+        found: set[str] = set()
+        for i in range(5):
+            pair.bar(opens[i], (BTC,) if i in (0, 1) else (BTC, ETH))  # ETH's 0 and 1 wait
+            if i == 1:  # the live source's first ETH rows: bar 1 (bar 0 is missing: a hole)
+                live(eth.loc[[opens[1]]].reset_index())
+            if i == 2:  # a run with one bad row in two (quarantined), and the late bar 0
+                bad = eth.loc[[opens[2], opens[3]]].reset_index()
+                bad.loc[1, "close"] = -1.0
+                live(bad)
+                live(eth.loc[[opens[0]]].reset_index())
+            if i == 3:  # a re-send of stored rows: adds nothing while bars are due
+                live(eth.loc[[opens[1]]].reset_index())
+            now = pd.Timestamp(opens[i]).to_pydatetime() + timedelta(hours=1, minutes=5)
+            warm = monitor.run(symbols=(BTC,), now=now)
+            _same(warm, run_monitor(pair.cold, symbols=(BTC,), now=now), pair)
+            found |= {f.kind for f in warm.findings}
+    assert {"series_gap", "quarantine_spike", "empty_ingest"} <= found
