@@ -6,6 +6,7 @@ clock at the sample's last bar (fresh features) unless a test is about the real 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -315,23 +316,30 @@ def test_the_lean_path_and_the_route_refuse_an_unknown_symbol_alike(
     assert lean.headers["content-type"] == route.headers["content-type"]
 
 
-def test_the_lean_path_and_the_route_answer_a_busy_store_alike(
-    client: httpx.Client, settings: Settings
-) -> None:
+@contextlib.contextmanager
+def write_lock_held(settings: Settings) -> Iterator[None]:
+    """Another process's write transaction on the decisions store, held for the block."""
     import sqlite3
 
     holder = sqlite3.connect(settings.paths.decisions_db, isolation_level=None, timeout=1)
-    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
+    holder.execute("BEGIN IMMEDIATE")
     try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_the_lean_path_and_the_route_answer_a_busy_store_alike(
+    client: httpx.Client, settings: Settings
+) -> None:
+    with write_lock_held(settings):
         busy = {
             name: post_json(
                 client, "/v1/decisions", {"symbol": "ETH/USDT", "account": f"http-busy-{name}"}, h
             )
             for name, h in (("lean", LEAN), ("route", ROUTE))
         }
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
 
     assert busy["lean"].status_code == busy["route"].status_code == 503
     assert busy["lean"].headers["Retry-After"] == busy["route"].headers["Retry-After"]
@@ -372,15 +380,8 @@ def test_both_paths_are_timed_under_the_route_template(client: httpx.Client) -> 
 def test_a_busy_decisions_store_is_a_503_with_retry_after(
     client: httpx.Client, settings: Settings
 ) -> None:
-    import sqlite3
-
-    holder = sqlite3.connect(settings.paths.decisions_db, isolation_level=None, timeout=1)
-    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
-    try:
+    with write_lock_held(settings):
         busy = client.post("/v1/decisions", json={"symbol": "ETH/USDT", "account": "http-busy"})
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     after = client.post("/v1/decisions", json={"symbol": "ETH/USDT", "account": "http-busy"})
 
     assert busy.status_code == 503, busy.text

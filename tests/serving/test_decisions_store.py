@@ -641,18 +641,26 @@ def test_a_book_change_writes_that_symbols_row_and_the_state_reads_back_whole(
         PaperBroker.from_snapshot(state.portfolio, ExecutionConfig())
 
 
-def test_after_another_writer_the_books_are_written_whole_again(
-    store: DecisionsStore, db: Path
-) -> None:
+def entered_book() -> tuple[Any, RiskGate, datetime]:
+    """A real BTC/ETH paper book with a BTC order queued at a bar close, its gate, that close."""
     from sextant.execution import PaperBroker
     from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
     from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
 
-    # Arrange: this store wrote the books; another process then wrote other books, unversioned
     gate = RiskGate(BROKER_CONFIG.risk)
-    mine = PaperBroker([BTC, ETH], "1h", EXECUTION)
-    long_entry(mine, gate)
-    as_of = T0 + timedelta(hours=1)
+    broker = PaperBroker([BTC, ETH], "1h", EXECUTION)
+    long_entry(broker, gate)
+    return broker, gate, T0 + timedelta(hours=1)
+
+
+def test_after_another_writer_the_books_are_written_whole_again(
+    store: DecisionsStore, db: Path
+) -> None:
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import EXECUTION, T0
+
+    # Arrange: this store wrote the books; another process then wrote other books, unversioned
+    mine, gate, as_of = entered_book()
     ours = store.record(
         [], account=ACCOUNT, portfolio=mine.to_snapshot(shared=True), gate=gate, as_of=as_of
     )
@@ -678,14 +686,7 @@ def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_nex
 ) -> None:
     import orjson
 
-    from sextant.execution import PaperBroker
-    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
-    from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
-
-    gate = RiskGate(BROKER_CONFIG.risk)
-    broker = PaperBroker([BTC, ETH], "1h", EXECUTION)
-    long_entry(broker, gate)
-    as_of = T0 + timedelta(hours=1)
+    broker, gate, as_of = entered_book()
     store.record([], account=ACCOUNT, gate=gate, as_of=as_of)
     with closing(sqlite3.connect(db)) as raw:  # what schema 4 wrote: the books inline
         raw.execute(
@@ -713,15 +714,11 @@ def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_nex
 def test_a_reader_of_a_schema_4_store_reads_portfolios_stored_whole(db: Path) -> None:
     import orjson
 
-    from sextant.execution import PaperBroker
-    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
-    from tests.sextant.execution.test_paper_broker import EXECUTION, T0, long_entry
+    from tests.sextant.execution.test_paper_broker import T0
 
-    gate = RiskGate(BROKER_CONFIG.risk)
-    broker = PaperBroker([BTC, ETH], "1h", EXECUTION)
-    long_entry(broker, gate)
+    broker, gate, as_of = entered_book()
     with DecisionsStore.open(db) as writer:
-        writer.record([], account=ACCOUNT, gate=gate, as_of=T0 + timedelta(hours=1))
+        writer.record([], account=ACCOUNT, gate=gate, as_of=as_of)
         writer.record([], account="bare", portfolio={"cash": 1.0}, as_of=T0)
     with closing(sqlite3.connect(db)) as raw:  # the store as schema 4 left it
         raw.execute("DROP TABLE account_books")
