@@ -151,8 +151,9 @@ class _Book:
     # served from the cache: taken to be the stored state (the next write checks it, and
     # another writer in between fails that write)
     cached: bool = False
-    # the records this engine wrote at the bar closing at ``recent_ts`` (with a cached book,
-    # what is stored at that bar is what the caller read before taking the lock, and these)
+    # every record stored for the book's symbols at the bar closing at ``recent_ts``, by id:
+    # those read with the book, then this engine's own writes (another writer's write moves
+    # the version, which fails this engine's next write, and the book is read again)
     recent_ts: datetime | None = None
     recent: dict[str, str] = field(default_factory=dict)
 
@@ -482,7 +483,7 @@ class DecisionEngine:
 
     def _decide_once(self, inputs: _Inputs, account: str, read: Mapping[str, str]) -> DecisionBatch:
         """Decide what is not recorded yet; ``read``: the records of the call's ids at
-        ``inputs.ts`` read before the lock was taken."""
+        ``inputs.ts`` known before the lock was taken (read, or the held book's)."""
         book = self._book(account)
         ts = inputs.ts
         last_open = book.broker.last_bar_open
