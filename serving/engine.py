@@ -163,10 +163,10 @@ class _Run:
     """One champion's session run over a read's symbols, its feeds prepared once per read."""
 
     champion: Champion
-    output: str  # the graph's one output (``p_up`` or ``next_variance``)
-    feeds: Mapping[str, np.ndarray] | None  # None: the inputs could not be built (model error)
+    # the session over the prepared feeds (`_session_call`); None: the inputs could not be
+    # built (a model error)
+    call: Callable[[], Sequence[Any]] | None
     rows: npt.NDArray[np.intp] | None = None  # the symbols the feeds cover (None: all)
-    call: Callable[[], Sequence[Any]] | None = None  # the session over ``feeds`` (`_session_call`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -700,7 +700,7 @@ class DecisionEngine:
             if run is None:
                 outputs[family] = FamilyOutput(nan)
                 continue
-            if run.feeds is None or run.call is None:
+            if run.call is None:
                 outputs[family] = FamilyOutput(nan, error=True)
                 continue
             try:
@@ -763,11 +763,10 @@ def _prepared(
                 feeds, rows = build[family](champion, online, symbols)
             except Exception:  # a champion whose inputs cannot be built fails like a run
                 log.exception("%s: inputs for %s could not be built", champion.label, symbols)
-                runs[family] = _Run(champion, output, None)
+                runs[family] = _Run(champion, None)
                 continue
             if feeds is not None:
-                call = _session_call(champion.session, output, feeds)
-                runs[family] = _Run(champion, output, feeds, rows, call)
+                runs[family] = _Run(champion, _session_call(champion.session, output, feeds), rows)
     return _Prepared(
         token=token,
         champions=champions,
