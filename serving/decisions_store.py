@@ -23,6 +23,7 @@ statement on the project's machines, as much as the rest of a write (see the doc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import operator
@@ -260,6 +261,9 @@ def decision_id(account: str, symbol: str, ts: datetime) -> str:
     return _decision_id(account, symbol, _utc_text(ts, "ts"))
 
 
+# a decision's id is asked for several times on its way (the engine's check of what is stored, the
+# held book's record map, the write): the hash is computed once per (account, symbol, bar)
+@functools.lru_cache(maxsize=8192)
 def _decision_id(account: str, symbol: str, bar: str) -> str:
     digest = hashlib.blake2b("\x1f".join((account, symbol, bar)).encode(), digest_size=8)
     return (

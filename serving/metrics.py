@@ -190,9 +190,8 @@ class ServiceMetrics:
         """Count decisions the engine made, by action, and their failed checks, by reason."""
         for decision in made:
             _child(self.decisions, self._decision_children, decision.action.value).inc()
-            for check in decision.risk.checks:
-                if not check.passed and check.reason_code:
-                    _child(self.risk_rejections, self._rejection_children, check.reason_code).inc()
+            for reason in decision.risk.reasons:
+                _child(self.risk_rejections, self._rejection_children, reason).inc()
 
     def observe_feature_age(self, ages: Mapping[str, float]) -> None:
         """The latest feature age per symbol (NaN is recorded as +Inf: no usable features)."""

@@ -136,16 +136,7 @@ class Decision:
                 "stop_distance": self.sizing.stop_distance,
                 "take_profit_distance": self.sizing.take_profit_distance,
             },
-            "risk_checks": [
-                {
-                    "name": c.name,
-                    "passed": c.passed,
-                    "reason_code": c.reason_code,
-                    "observed": c.observed,
-                    "limit": c.limit,
-                }
-                for c in self.risk.checks
-            ],
+            "risk_checks": self.risk.check_records(),
             "risk_approved": self.risk.approved,
             "trading_state": str(self.risk.state),
             "equity": self.equity,

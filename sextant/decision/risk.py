@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -49,6 +49,7 @@ __all__ = [
 
 CHECK_CODES = layout.CHECK_CODES
 _CHECK_NAMES = tuple(code.lower() for code in CHECK_CODES)  # each check's name in records
+_TABLE_SIZE = len(CHECK_CODES) * layout.N_CHECK_FIELDS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -86,20 +87,53 @@ class RiskDecision:
     """The gate's answer: approved target (``size``, signed fraction of equity) and each check.
 
     ``approved`` is True when the proposal went through unchanged; False when the gate reduced
-    or refused it (then ``size`` is what it allows instead).
+    or refused it (then ``size`` is what it allows instead). ``table`` is the kernel's check
+    table, flat: per check in ``CHECK_CODES`` order, passed (1.0/0.0), observed, limit; the
+    ``checks`` objects are built from it on first use (a decision record, the metrics and the
+    executor read the table itself).
     """
 
     approved: bool
     size: float
-    checks: tuple[Check, ...]
+    table: tuple[float, ...] = field(repr=False)
     state: TradingState
     proposed: float
     current: float
+    _checks: tuple[Check, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.table) != _TABLE_SIZE:
+            raise DataValidationError(
+                f"risk check table has {len(self.table)} values, expected {_TABLE_SIZE} "
+                f"({len(CHECK_CODES)} checks of {layout.N_CHECK_FIELDS})",
+                field="table",
+            )
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Each check, in ``CHECK_CODES`` order."""
+        built = self._checks
+        if built is None:
+            built = tuple(
+                Check(
+                    name=name,
+                    passed=passed != 0.0,
+                    reason_code=None if passed != 0.0 else code,
+                    observed=observed,
+                    limit=limit,
+                )
+                for name, code, passed, observed, limit in self._columns()
+            )
+            object.__setattr__(self, "_checks", built)
+        return built
 
     @property
     def reasons(self) -> tuple[str, ...]:
         """Reason codes of the failed checks, in check order."""
-        return tuple(c.reason_code for c in self.checks if c.reason_code is not None)
+        flags = self.table[layout.CK_PASSED :: layout.N_CHECK_FIELDS]
+        return tuple(code for code, passed in zip(CHECK_CODES, flags) if passed == 0.0)
 
     def check(self, code: str) -> Check:
         """The check with reason code ``code`` (e.g. ``"MAX_POSITION"``)."""
@@ -107,6 +141,38 @@ class RiskDecision:
             if c.name == code.lower():
                 return c
         raise KeyError(f"no risk check {code!r}; known: {', '.join(CHECK_CODES)}")
+
+    def check_records(self) -> list[dict[str, object]]:
+        """Each check as a decision record holds it (name, passed, reason_code, observed,
+        limit), straight from the table."""
+        return [
+            {
+                "name": name,
+                "passed": passed != 0.0,
+                "reason_code": None if passed != 0.0 else code,
+                "observed": observed,
+                "limit": limit,
+            }
+            for name, code, passed, observed, limit in self._columns()
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"RiskDecision(approved={self.approved!r}, size={self.size!r}, "
+            f"checks={self.checks!r}, state={self.state!r}, proposed={self.proposed!r}, "
+            f"current={self.current!r})"
+        )
+
+    def _columns(self) -> zip[tuple[str, str, float, float, float]]:
+        table, width = self.table, layout.N_CHECK_FIELDS
+        return zip(
+            _CHECK_NAMES,
+            CHECK_CODES,
+            table[layout.CK_PASSED :: width],
+            table[layout.CK_OBSERVED :: width],
+            table[layout.CK_LIMIT :: width],
+            strict=True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,22 +252,10 @@ def risk_decision_from(
     checks: FloatArray, approved: float, proposed: float, current: float, state_code: float
 ) -> RiskDecision:
     """Map the kernel's check table and target to a RiskDecision."""
-    items = []
-    for code, name, row in zip(CHECK_CODES, _CHECK_NAMES, checks.tolist(), strict=True):
-        passed = row[layout.CK_PASSED] != 0.0
-        items.append(
-            Check(
-                name=name,
-                passed=passed,
-                reason_code=None if passed else code,
-                observed=row[layout.CK_OBSERVED],
-                limit=row[layout.CK_LIMIT],
-            )
-        )
     return RiskDecision(
         approved=bool(approved == proposed),
         size=float(approved),
-        checks=tuple(items),
+        table=tuple(checks.ravel().tolist()),
         state=_STATES[int(state_code)],
         proposed=float(proposed),
         current=float(current),

@@ -85,6 +85,49 @@ def test_a_proposal_within_every_limit_passes_unchanged(make_gate: MakeGate) -> 
     assert decision.state is TradingState.ACTIVE
 
 
+def test_the_checks_the_reasons_and_the_records_read_one_table(make_gate: MakeGate) -> None:
+    # Arrange: a proposal two limits cut (position and confidence)
+    gate = make_gate(max_position=0.5, min_confidence=0.2)
+    # Act
+    decision = evaluate(gate, 0.8, confidence=0.05, current=0.1)
+    # Assert: the failed checks, the reasons and the record's rows say the same, in check order
+    failed = [c.reason_code for c in decision.checks if not c.passed]
+    assert decision.reasons == tuple(failed) == ("LOW_CONFIDENCE", "MAX_POSITION")
+    records = decision.check_records()
+    assert [r["name"] for r in records] == [code.lower() for code in CHECK_CODES]
+    assert records == [
+        {
+            "name": c.name,
+            "passed": c.passed,
+            "reason_code": c.reason_code,
+            "observed": c.observed,
+            "limit": c.limit,
+        }
+        for c in decision.checks
+    ]
+    assert decision.check("MAX_POSITION").observed == pytest.approx(0.8)
+    assert decision.checks is decision.checks  # built once
+    # equal tables are equal decisions; another table is not
+    again = evaluate(make_gate(max_position=0.5, min_confidence=0.2), 0.8, confidence=0.05,
+                     current=0.1)  # fmt: skip
+    assert again == decision
+    assert evaluate(make_gate(max_position=0.5), 0.8, current=0.1) != decision
+    assert "MAX_POSITION" in repr(decision.checks) and "checks=(" in repr(decision)
+
+
+def test_a_check_table_of_the_wrong_size_is_refused() -> None:
+    # Act / Assert
+    with pytest.raises(DataValidationError, match="risk check table has 3 values"):
+        RiskDecision(
+            approved=True,
+            size=0.0,
+            table=(1.0, 0.0, 1.0),
+            state=TradingState.ACTIVE,
+            proposed=0.0,
+            current=0.0,
+        )
+
+
 @pytest.mark.parametrize(
     ("risk", "kwargs", "proposed", "size", "code", "observed", "limit"),
     [
