@@ -35,6 +35,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import make_asgi_app
 from pydantic import AwareDatetime, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -927,6 +928,15 @@ async def _reload_forever(service: _Service) -> None:
             )
 
 
+_FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -971,6 +981,10 @@ def create_app(
         summary="Risk-gated trading decisions from the registry's champion models.",
         version="1",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans, metrics and logs (on by default whenever a process
+        # has an OpenTelemetry provider, which MLflow's tracing can install): off unless the
+        # settings turn third-party telemetry on, like every library's (`sextant.runtime`)
+        telemetry=None if settings.telemetry else _FASTAPI_TELEMETRY_OFF,
     )
     app.include_router(_routes(service))
     add_review_page(app, _review_backend(service))

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     home: Path = Path(".sextant")
     log_level: str = "INFO"
     telemetry: bool = (
-        False  # third-party telemetry (Prefect, MLflow, LangChain, Feast) stays off unless True
+        False  # third-party telemetry (Prefect, MLflow, LangChain, Feast, FastAPI) off unless True
     )
 
     # market data

@@ -99,9 +99,7 @@ class RiskDecision:
     state: TradingState
     proposed: float
     current: float
-    _checks: tuple[Check, ...] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _checks: tuple[Check, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.table) != _TABLE_SIZE:
@@ -133,7 +131,7 @@ class RiskDecision:
     def reasons(self) -> tuple[str, ...]:
         """Reason codes of the failed checks, in check order."""
         flags = self.table[layout.CK_PASSED :: layout.N_CHECK_FIELDS]
-        return tuple(code for code, passed in zip(CHECK_CODES, flags) if passed == 0.0)
+        return tuple(code for code, passed in zip(CHECK_CODES, flags, strict=True) if passed == 0.0)
 
     def check(self, code: str) -> Check:
         """The check with reason code ``code`` (e.g. ``"MAX_POSITION"``)."""
