@@ -219,7 +219,8 @@ _UPSERT_BOOK: Final = (
 )
 _SELECT_BOOKS: Final = "SELECT symbol, book FROM account_books WHERE account = ?"
 _DELETE_BOOKS: Final = "DELETE FROM account_books WHERE account = ?"
-_MAX_BOOKS_WRITTEN: Final = 1_024  # accounts whose last written books a store remembers
+_MAX_BOOKS_WRITTEN: Final = 1_024  # accounts whose last written or read books a store remembers
+_NOT_PASSED: Final = object()  # a read book's object: never a caller's (compared by text)
 _SELECT_STATE: Final = (
     "SELECT account, as_of, updated_at, portfolio, gate_state, trading_state"
     " FROM account_state WHERE account = ?"
@@ -282,7 +283,10 @@ def _json(value: object, what: str) -> str:
 class _BookWrite:
     """The book rows one write stores: ``changed`` (account, symbol, JSON) rows, after deleting
     the account's rows first when ``full``; ``symbols``, ``objects``, ``texts``: every book (the
-    caller's object and its JSON), as stored once the write commits."""
+    caller's object and its JSON), as stored once the write commits. Kept per account after the
+    commit, or taken from a read of the account (`DecisionsStore.account_state`), whose
+    ``objects`` are ``_NOT_PASSED``: no caller's book is that object, so each is compared by its
+    text."""
 
     symbols: tuple[str, ...]
     objects: list[object]
@@ -379,8 +383,9 @@ class DecisionsStore:
         self._path = path
         self._readonly = readonly
         self._lock = threading.RLock()
-        # per account, the state version this store last wrote and the books it held: a write
-        # over that version stores only the books that changed (`_split_portfolio`)
+        # per account, the state version this store last wrote or read and the books stored
+        # at it: a write over that version stores only the books that changed
+        # (`_split_portfolio`; `account_state` seeds it from its read)
         self._books_written: dict[str, _BookWrite] = {}
         self._schema = SCHEMA_VERSION  # the store's schema version (`_configure` reads it)
 
@@ -674,14 +679,41 @@ class DecisionsStore:
                 elif not checked:
                     self._check_version(account, expect_version)
             if version is not None and books is not None and books.symbols:
-                self._books_written[account] = replace(books, changed=[], version=version)
-                if len(self._books_written) > _MAX_BOOKS_WRITTEN:  # least recently written
-                    del self._books_written[next(iter(self._books_written))]
+                self._remember_books(account, replace(books, changed=[], version=version))
         return Recorded(
             ids=tuple(row[0] for row in rows),
             inserted=inserted,
             version=version,
             texts={row[0]: row[-1] for row in rows},
+        )
+
+    def _remember_books(self, account: str, books: _BookWrite) -> None:
+        """Keep ``books`` as the account's books stored at ``books.version``, evicting the
+        least recently written or read account past ``_MAX_BOOKS_WRITTEN``."""
+        self._books_written.pop(account, None)
+        self._books_written[account] = books
+        if len(self._books_written) > _MAX_BOOKS_WRITTEN:
+            del self._books_written[next(iter(self._books_written))]
+
+    def _remember_read_books(
+        self, account: str, version: str, symbols: tuple[str, ...], texts: list[str]
+    ) -> None:
+        """Seed the account's books from a read: ``symbols``' stored ``texts`` at ``version``,
+        all read in one read transaction (the caller's), so a write over that version writes
+        only the books whose text differs from what was read."""
+        held = self._books_written.get(account)
+        if (
+            held is not None
+            and held.version == version
+            and held.symbols == symbols
+            and held.texts == texts
+        ):  # this store's own write of that state: its objects spare serializing the same books
+            return
+        self._remember_books(
+            account,
+            _BookWrite(
+                symbols, [_NOT_PASSED] * len(symbols), texts, [], full=False, version=version
+            ),
         )
 
     @contextmanager
@@ -1066,7 +1098,11 @@ class DecisionsStore:
         return [_mark(row) for row in reversed(rows)]
 
     def account_state(self, account: str) -> AccountState | None:
-        """The account's stored portfolio and gate state, or None before its first write."""
+        """The account's stored portfolio and gate state, or None before its first write.
+
+        A read-write store also remembers the books it read, with the version, so that its
+        next write over that version writes only the books that changed (`_split_portfolio`).
+        """
         with self.snapshot():  # the state and its books as of one commit
             rows = self._query(_SELECT_STATE, (account,))
             if not rows:
@@ -1075,16 +1111,22 @@ class DecisionsStore:
             portfolio = None if portfolio_text is None else orjson.loads(portfolio_text)
             # a portfolio stored whole (schema 4; a reader's store may have no book table)
             split = portfolio is not None and "books" not in portfolio and self._schema >= 5
-            books = self._query(_SELECT_BOOKS, (account,)) if split else []
+            books: dict[str, str] = {}
+            if split:
+                books = {str(s): book for s, book in self._query(_SELECT_BOOKS, (account,))}
+            if books and portfolio is not None:
+                order = portfolio.get("symbols")  # the books in the portfolio's symbol order
+                if isinstance(order, list) and set(order) == books.keys():
+                    books = {symbol: books[symbol] for symbol in order}
+                if not self._readonly:  # still inside the read: the books stored at this version
+                    self._remember_read_books(
+                        account, updated_at, tuple(books), list(books.values())
+                    )
         vector = None
         if gate_state is not None:
             vector = tuple(math.nan if x is None else float(x) for x in orjson.loads(gate_state))
         if books and portfolio is not None:
-            parsed = {str(symbol): orjson.loads(book) for symbol, book in books}
-            order = portfolio.get("symbols")  # the books in the portfolio's symbol order
-            if isinstance(order, list) and set(order) == parsed.keys():
-                parsed = {symbol: parsed[symbol] for symbol in order}
-            portfolio["books"] = parsed
+            portfolio["books"] = {symbol: orjson.loads(book) for symbol, book in books.items()}
         return AccountState(
             account=name,
             as_of=datetime.fromisoformat(as_of),

@@ -20,6 +20,7 @@ from sextant.errors import (
     DataValidationError,
     RecordConflictError,
     SourceUnavailableError,
+    StateChangedError,
 )
 from sextant.paths import StatePaths
 from tests.serving.store_writer import ACCOUNT, CONFIG, FEATURES, MODELS, bar_ts
@@ -681,6 +682,230 @@ def test_after_another_writer_the_books_are_written_whole_again(
     assert state is not None and state.portfolio == nulls(mine.to_snapshot())
 
 
+def three_books() -> tuple[Any, RiskGate, datetime]:
+    """A real flat SOL/BTC/ETH paper book after one bar, its gate, the bar's close."""
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+    from tests.sextant.execution.test_paper_broker import EXECUTION, FLAT, T0
+
+    symbols = ["SOL/USDT", BTC, ETH]
+    broker = PaperBroker(symbols, "1h", EXECUTION)
+    broker.on_bar(T0, {s: FLAT for s in symbols})
+    return broker, RiskGate(BROKER_CONFIG.risk), T0 + timedelta(hours=1)
+
+
+def enter(broker: Any, symbol: str, close: datetime) -> None:
+    """A long order for ``symbol`` at ``close``: that symbol's book changes, no other."""
+    from tests.sextant.execution.test_paper_broker import BULLISH
+    from tests.sextant.execution.test_paper_broker import CONFIG as BROKER_CONFIG
+
+    decision = decide(
+        symbol, close, BULLISH, ModelOutputs(p_xgb=0.9, p_lstm=0.9, garch_variance=1e-4,
+        var_quantile=2.6), broker.portfolio(), BROKER_CONFIG, RiskGate(BROKER_CONFIG.risk),
+        price=100.0,
+    )  # fmt: skip
+    assert broker.submit(decision)
+
+
+def read_back(state: Any) -> Any:
+    """The paper broker of a read ``AccountState``, as the engine builds it."""
+    from sextant.execution import PaperBroker
+    from tests.sextant.execution.test_paper_broker import EXECUTION
+
+    return PaperBroker.from_snapshot(state.portfolio, EXECUTION)
+
+
+def write_elsewhere(
+    db: Path, portfolio: dict[str, Any], gate: RiskGate, as_of: datetime, **kwargs: Any
+) -> str | None:
+    """Record the account's state through a store of its own (another process's write)."""
+    with DecisionsStore.open(db) as other:
+        return other.record(
+            [], account=kwargs.pop("account", ACCOUNT), portfolio=portfolio, gate=gate,
+            as_of=as_of, **kwargs,
+        ).version  # fmt: skip
+
+
+def book_statements(
+    store: DecisionsStore,
+    portfolio: Any,
+    gate: RiskGate,
+    as_of: datetime,
+    version: str | None,
+    account: str = ACCOUNT,
+) -> list[str]:
+    """The statements on ``account_books`` of ``store``'s write of ``portfolio`` over
+    ``version``."""
+    statements: list[str] = []
+    store._con.set_trace_callback(statements.append)
+    try:
+        store.record(
+            [], account=account, portfolio=portfolio, gate=gate, as_of=as_of,
+            expect_version=version,
+        )  # fmt: skip
+    finally:
+        store._con.set_trace_callback(None)
+    return [s for s in statements if "account_books" in s]
+
+
+def one_row_of(symbol: str, statements: list[str]) -> bool:
+    """Whether ``statements`` write ``symbol``'s row alone."""
+    (first, *rest) = statements or [""]
+    return not rest and first.startswith("INSERT") and f"'{symbol}'" in first
+
+
+@pytest.mark.parametrize("changed", [True, False], ids=["one-book-changed", "nothing-changed"])
+def test_after_a_read_a_write_over_its_version_writes_only_the_books_that_changed(
+    store: DecisionsStore, db: Path, changed: bool
+) -> None:
+    # Arrange: the account as another process left it; this store only reads it (the engine's
+    # first decision of an account in a process)
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    state = store.account_state(ACCOUNT)
+    assert state is not None
+    book = read_back(state)
+    if changed:
+        enter(book, BTC, close)
+    # Act
+    written = book_statements(store, book.to_snapshot(shared=True), gate, close, state.version)
+    # Assert: BTC's row alone, or none; the state reads back whole
+    assert one_row_of(BTC, written) if changed else written == []
+    again = store.account_state(ACCOUNT)
+    assert again is not None and again.version != state.version
+    assert again.portfolio == nulls(book.to_snapshot())
+    assert _book_writes(db) == [(ACCOUNT, s) for s in sorted(book.symbols)]
+
+
+def test_a_read_book_changed_in_place_is_written(store: DecisionsStore, db: Path) -> None:
+    # Arrange: the caller changes a book of the portfolio it read, in place
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio is not None
+    state.portfolio["books"][ETH]["changed_in_place"] = 1.5
+    # Act
+    written = book_statements(store, state.portfolio, gate, close, state.version)
+    # Assert: compared by its text, not as the object read
+    assert one_row_of(ETH, written)
+    again = store.account_state(ACCOUNT)
+    assert again is not None and again.portfolio == state.portfolio
+
+
+def test_after_another_writer_the_stale_write_fails_and_the_next_read_seeds_the_books(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: this store read the account; another process then wrote ETH's book over it
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    first = store.account_state(ACCOUNT)
+    assert first is not None
+    mine = read_back(first)
+    enter(mine, BTC, close)
+    theirs = read_back(first)
+    enter(theirs, ETH, close)
+    write_elsewhere(db, theirs.to_snapshot(), gate, close, expect_version=first.version)
+    # Act: the write over the stale read fails and writes nothing; read again, decide again
+    with pytest.raises(StateChangedError):
+        store.record(
+            [], account=ACCOUNT, portfolio=mine.to_snapshot(shared=True), gate=gate,
+            as_of=close, expect_version=first.version,
+        )  # fmt: skip
+    second = store.account_state(ACCOUNT)
+    assert second is not None and second.portfolio == nulls(theirs.to_snapshot())
+    mine = read_back(second)
+    enter(mine, BTC, close)
+    written = book_statements(store, mine.to_snapshot(shared=True), gate, close, second.version)
+    # Assert: only BTC's book differs from the second read; ETH's order (theirs) stands
+    assert one_row_of(BTC, written)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == nulls(mine.to_snapshot())
+    assert set(read_back(state).pending_orders()) == {BTC, ETH}
+
+
+@pytest.mark.parametrize(
+    "moment", ["BEGIN", "SELECT account, as_of", "SELECT symbol, book", "COMMIT"]
+)
+def test_a_read_remembers_the_books_and_the_version_of_its_one_read_transaction(
+    store: DecisionsStore, db: Path, moment: str
+) -> None:
+    # Arrange: another process writes ETH's book while this store reads the account, at the
+    # start of each statement of the read in turn
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    theirs = read_back(store.account_state(ACCOUNT))
+    enter(theirs, ETH, close)
+    store._books_written.clear()  # nothing of the read above: this test's read alone
+    fired: list[str] = []
+
+    def another_writer(statement: str) -> None:
+        if statement.startswith(moment) and not fired:
+            fired.append(statement)
+            write_elsewhere(db, theirs.to_snapshot(), gate, close)
+
+    store._con.set_trace_callback(another_writer)
+    try:
+        read = store.account_state(ACCOUNT)
+    finally:
+        store._con.set_trace_callback(None)
+    assert fired and read is not None and read.portfolio is not None
+    # Act: the portfolio read written back over the version now stored (whichever it is)
+    store.record(
+        [], account=ACCOUNT, portfolio=read.portfolio, gate=gate, as_of=close,
+        expect_version=store.state_version(ACCOUNT),
+    )  # fmt: skip
+    # Assert: what was written is stored (a remembered book never stands for another version's)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == read.portfolio
+
+
+def test_a_read_of_a_newer_version_replaces_the_books_remembered_from_the_older_one(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: this store read the account, another process wrote ETH's book, this store read
+    # it again
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    first = store.account_state(ACCOUNT)
+    assert first is not None
+    theirs = read_back(first)
+    enter(theirs, ETH, close)
+    write_elsewhere(db, theirs.to_snapshot(), gate, close, expect_version=first.version)
+    second = store.account_state(ACCOUNT)
+    assert second is not None and second.version != first.version
+    # Act: the first read's books written over the second read's version (ETH's order undone)
+    written = book_statements(store, first.portfolio, gate, close, second.version)
+    # Assert: ETH's row alone (compared with the second read), and it is stored
+    assert one_row_of(ETH, written)
+    state = store.account_state(ACCOUNT)
+    assert state is not None and state.portfolio == first.portfolio
+
+
+def test_remembered_books_are_bounded_and_a_read_only_store_remembers_none(
+    store: DecisionsStore, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving import decisions_store
+
+    monkeypatch.setattr(decisions_store, "_MAX_BOOKS_WRITTEN", 2)
+    broker, gate, close = three_books()
+    for account in ("a", "b", "c"):
+        write_elsewhere(db, broker.to_snapshot(), gate, close, account=account)
+    with DecisionsStore.open(db, readonly=True) as reader:  # it never writes: keeps nothing
+        assert reader.account_state("a") is not None and reader._books_written == {}
+    # Act: three accounts read by a store that remembers two
+    read = {account: store.account_state(account) for account in ("a", "b", "c")}
+
+    def write_back(account: str) -> list[str]:
+        state = read[account]
+        assert state is not None
+        return book_statements(store, state.portfolio, gate, close, state.version, account)
+
+    # Assert: the least recently read account's write replaces every book; the others' none
+    assert write_back("c") == [] and write_back("b") == []
+    whole = write_back("a")
+    assert whole[0].startswith("DELETE") and len(whole) == 1 + len(broker.symbols)
+
+
 def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_next_write(
     store: DecisionsStore, db: Path
 ) -> None:
@@ -697,7 +922,11 @@ def test_a_portfolio_stored_whole_by_schema_4_reads_back_and_is_split_on_the_nex
     # Act / Assert: read as it is, then written in rows
     old = store.account_state(ACCOUNT)
     assert old is not None and old.portfolio == nulls(broker.to_snapshot())
-    store.record([], account=ACCOUNT, portfolio=old.portfolio, gate=gate, as_of=as_of)
+    # (over the version read: a portfolio read whole seeds no books, so every book is written)
+    store.record(
+        [], account=ACCOUNT, portfolio=old.portfolio, gate=gate, as_of=as_of,
+        expect_version=old.version,
+    )  # fmt: skip
     assert _book_writes(db) == [(ACCOUNT, BTC), (ACCOUNT, ETH)]
     with closing(sqlite3.connect(db)) as raw:
         (header,) = raw.execute("SELECT portfolio FROM account_state").fetchone()

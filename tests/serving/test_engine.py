@@ -146,6 +146,43 @@ def test_a_held_book_decides_without_a_read_and_another_writers_record_stands(
     assert held.store.state_version("held") == version
 
 
+def test_an_accounts_first_decision_in_a_process_writes_only_the_books_it_changed(
+    engine: DecisionEngine, served_home: ServedHome
+) -> None:
+    from serving.decisions_store import DecisionsStore
+
+    # Arrange: the account as another process left it, then an engine on a store of its own
+    # (a new process: nothing of that write remembered), which reads the book to decide
+    first, second = engine.settings.symbols[:2]
+    now = served_home.last_close
+    account_engine(engine, "first-read").decide([first], now=now)
+    db = served_home.settings.paths.decisions_db
+
+    def books() -> dict[str, str]:
+        with contextlib.closing(sqlite3.connect(db)) as raw:
+            query = "SELECT symbol, book FROM account_books WHERE account = 'first-read'"
+            return dict(raw.execute(query).fetchall())
+
+    before = books()
+    statements: list[str] = []
+    with DecisionsStore.open(db) as store:
+        fresh = DecisionEngine(
+            engine.settings, engine.champions, engine.feast, store, account="first-read",
+            config=engine.config, execution=engine.execution,
+        )  # fmt: skip
+        store._con.set_trace_callback(statements.append)
+        made = fresh.decide([second], now=now).made
+        store._con.set_trace_callback(None)
+    # Assert: the rows written are the books that changed, no more (none deleted and rewritten)
+    after = books()
+    written = [s for s in statements if "account_books" in s and not s.startswith("SELECT")]
+    changed = {symbol for symbol, book in after.items() if before.get(symbol) != book}
+    assert [d.symbol for d in made] == [second] and after.keys() == before.keys()
+    assert all(s.startswith("INSERT") for s in written) and len(written) == len(changed)
+    assert changed <= {second}
+    assert {s for s in changed if any(f"'{s}'" in w for w in written)} == changed
+
+
 def test_the_online_store_cannot_answer_for_a_past_bar(
     engine: DecisionEngine, served_home: ServedHome
 ) -> None:
