@@ -777,6 +777,26 @@ def test_after_a_read_a_write_over_its_version_writes_only_the_books_that_change
     assert _book_writes(db) == [(ACCOUNT, s) for s in sorted(book.symbols)]
 
 
+def test_a_write_that_changes_every_book_replaces_the_accounts_rows(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: after a read, an order for every symbol (a batch over all of them)
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    state = store.account_state(ACCOUNT)
+    assert state is not None
+    book = read_back(state)
+    for symbol in book.symbols:
+        enter(book, symbol, close)
+    # Act
+    written = book_statements(store, book.to_snapshot(shared=True), gate, close, state.version)
+    # Assert: the rows deleted and written again, not updated one by one; read back whole
+    assert written[0].startswith("DELETE") and len(written) == 1 + len(book.symbols)
+    again = store.account_state(ACCOUNT)
+    assert again is not None and again.portfolio == nulls(book.to_snapshot())
+    assert _book_writes(db) == [(ACCOUNT, s) for s in sorted(book.symbols)]
+
+
 def test_a_read_book_changed_in_place_is_written(store: DecisionsStore, db: Path) -> None:
     # Arrange: the caller changes a book of the portfolio it read, in place
     broker, gate, close = three_books()
