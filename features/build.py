@@ -79,9 +79,11 @@ class BuildReport:
 
 
 def write_view_table(path: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """Write a feature view's table as the build does (sorted by symbol and ``available_at``,
-    zstd, `ROW_GROUP_ROWS` row groups), replacing ``path`` atomically; the table as written."""
-    table = table.sort_values(["symbol", "available_at"], kind="stable").reset_index(drop=True)
+    """Write a feature view's table as the build does (time-major: sorted by ``available_at``,
+    then symbol; zstd, `ROW_GROUP_ROWS` row groups), replacing ``path`` atomically; the table
+    as written. Each symbol's rows stay oldest first; the newest rows of every symbol sit in the
+    last row groups, which a reader of recent rows (the monitor) decodes alone."""
+    table = table.sort_values(["available_at", "symbol"], kind="stable").reset_index(drop=True)
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(
         pa.Table.from_pandas(table, preserve_index=False),

@@ -41,11 +41,13 @@ __all__ = [
     "vector_layout",
 ]
 
-# Feature tables are sorted by (symbol, available_at) and written in row groups this small, whose
-# min/max statistics let a reader of a few symbols' recent rows (the monitor's drift window) skip
-# the rest: 4x faster than one row group per file on the 50-symbol bench home, ~35 % more bytes
+# Feature tables are sorted by (available_at, symbol) (time-major) and written in row groups
+# this small, whose min/max statistics of ``available_at`` let a reader of recent rows (the
+# monitor's drift window, rewritten tables read again each bar) decode only the last groups:
+# on the monitor bench's 4-symbol tables, one group of three instead of all (a symbol-major
+# order put every symbol's newest rows in every group)
 ROW_GROUP_ROWS = 8_192
-# vector tables (same order) hold wide rows (a service's whole vector, or a window of it): an
+# vector tables (sorted by symbol, then available_at) hold wide rows (a service's whole vector, or a window of it): an
 # explanation decodes one row group to read one decision's vector, so their groups are smaller
 # (~10 % more bytes than 8,192-row groups)
 VECTOR_ROW_GROUP_ROWS = 1_024

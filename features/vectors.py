@@ -163,7 +163,8 @@ def _by_symbol_and_time(
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Keys and columns with each symbol's rows together, oldest first (a window's precondition).
 
-    The build writes them so (a no-op then); other tables are reordered, stably.
+    The kind tables are written time-major (`features.build.write_view_table`): reordered,
+    stably (a no-op for tables already in this order).
     """
     order = keys.sort_values(["symbol", "available_at"], kind="stable").index.to_numpy()
     if np.array_equal(order, np.arange(len(keys))):

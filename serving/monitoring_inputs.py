@@ -42,15 +42,19 @@ def feature_history(
     """``symbol, available_at`` and every feature (or those of ``columns`` the tables hold),
     rows with ``available_at >= start``, ordered by symbol then ``available_at`` (index 0..n-1).
 
-    The kinds' tables are joined on their keys in arrow; tables written by one build hold the
-    same keys in the same order, and are then put side by side without a join (same rows)."""
+    A table's row groups whose ``available_at`` statistics end before ``start`` are not decoded
+    (the build writes the tables time-major: a read of recent rows decodes the last groups);
+    the rows are then filtered exactly. The kinds' tables are joined on their keys in arrow;
+    tables written by one build hold the same keys in the same order, and are then put side by
+    side without a join (same rows)."""
+    wanted = ds.field("symbol").isin(list(symbols))
+    if start is not None:
+        wanted = wanted & (ds.field("available_at") >= pd.Timestamp(start))
     tables: list[pa.Table] = []
     for path in feature_files(settings):
         if not path.is_file():
             return pd.DataFrame(columns=["symbol", "available_at"])
-        wanted = ds.field("symbol").isin(list(symbols))
-        if start is not None:
-            wanted = wanted & (ds.field("available_at") >= pd.Timestamp(start))
+        # the dataset scan skips the row groups whose statistics cannot match the filter
         dataset = ds.dataset(path, format="parquet")
         names = None
         if columns is not None:
@@ -69,23 +73,27 @@ def feature_history(
     return result
 
 
+_BY_SYMBOL_AND_TIME = [("symbol", "ascending"), ("available_at", "ascending")]
+
+
 def _joined(tables: Sequence[pa.Table]) -> pa.Table:
     """The inner join of the tables on `_KEYS`, ordered by symbol then ``available_at``."""
-    first = tables[0].sort_by([("symbol", "ascending"), ("available_at", "ascending")])
-    keys = first.select(_KEYS)
-    if _unique_keys(keys) and all(
-        t.num_rows == first.num_rows and t.select(_KEYS).equals(keys) for t in tables[1:]
-    ):  # the same keys in the same (sorted, unique) order: the join is the columns side by side
+    order = pc.sort_indices(tables[0].select(_KEYS), sort_keys=_BY_SYMBOL_AND_TIME)
+    first = tables[0].take(order)
+    keys = tables[0].select(_KEYS)
+    if _unique_keys(first.select(_KEYS)) and all(
+        t.num_rows == keys.num_rows and t.select(_KEYS).equals(keys) for t in tables[1:]
+    ):  # the same unique keys in the same order: the join is the columns side by side
         merged = first
         for table in tables[1:]:
-            for name in table.column_names:
-                if name not in _KEYS:
-                    merged = merged.append_column(table.field(name), table.column(name))
+            rest = table.drop_columns(_KEYS).take(order)
+            for name in rest.column_names:
+                merged = merged.append_column(rest.field(name), rest.column(name))
         return merged
     merged = first
     for table in tables[1:]:
         merged = merged.join(table, keys=_KEYS, join_type="inner")
-    return merged.sort_by([("symbol", "ascending"), ("available_at", "ascending")])
+    return merged.sort_by(_BY_SYMBOL_AND_TIME)
 
 
 def _unique_keys(keys: pa.Table) -> bool:

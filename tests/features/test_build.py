@@ -58,6 +58,10 @@ def test_built_tables_pass_the_data_tests(settings: Settings, sample_market: Sam
         assert not table.duplicated(["symbol", "event_ts"]).any()
         for _, rows in table.groupby("symbol"):
             assert rows["event_ts"].is_monotonic_increasing
+        # time-major (a reader of recent rows decodes the last row groups): by bar close, then
+        # symbol
+        keys = list(zip(table["available_at"], table["symbol"], strict=True))
+        assert keys == sorted(keys)
         assert str(table["available_at"].dt.tz) == "UTC"
         values = table[names].to_numpy(dtype=float)
         if kind is not Kind.ALT:
@@ -90,6 +94,8 @@ def test_each_service_vector_packs_its_features_of_its_last_bars(settings: Setti
     wide = tables[Kind.TA]
     for kind in (Kind.STAT, Kind.ALT):
         wide = wide.merge(tables[kind], on=["symbol", "event_ts", "available_at"], validate="1:1")
+    # vector tables are by symbol, then time (the kind tables by time: `write_view_table`)
+    wide = wide.sort_values(["symbol", "available_at"], kind="stable").reset_index(drop=True)
 
     for service, view in SERVICE_VECTOR_VIEWS.items():
         # Act

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from features.build import write_view_table
 from serving.monitoring_inputs import feature_files, feature_history
@@ -69,3 +70,44 @@ def test_feature_history_joins_the_tables_on_their_keys_aligned_or_not(tmp_path:
     expected = _expected(frames, start)
     expected = expected[expected["symbol"] == "ETH/USDT"][["symbol", "available_at", "f0a", "f2b"]]
     pd.testing.assert_frame_equal(some, expected.reset_index(drop=True))
+
+
+def test_feature_history_decodes_the_recent_row_groups_and_reads_late_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables written as a build writes them (time-major) in small row groups: only the last
+    groups reach a recent start (the others are skipped by their statistics), and the rows
+    read equal a whole read filtered; a row that arrives late (an earlier bar close, written
+    into an earlier group) or is rewritten in the window is read as it now is."""
+    import features.build
+
+    monkeypatch.setattr(features.build, "ROW_GROUP_ROWS", 60)
+    settings = load_settings(home=tmp_path, symbols=SYMBOLS)
+    settings.paths.features_dir.mkdir(parents=True)
+    paths = feature_files(settings)
+    frames = _tables(300, np.random.default_rng(7))
+    start = pd.Timestamp("2024-01-12", tz="UTC")  # the last 36 bar closes of 300
+    late = frames[0]["available_at"] == start + pd.Timedelta(hours=5)
+    for path, frame in zip(paths, frames, strict=True):
+        write_view_table(path, frame[~late.to_numpy()])  # that bar's rows not built yet
+    for path in paths:
+        stats = pq.ParquetFile(path).metadata
+        column = stats.schema.to_arrow_schema().get_field_index("available_at")
+        reaching = [
+            g
+            for g in range(stats.num_row_groups)
+            if stats.row_group(g).column(column).statistics.max >= start
+        ]
+        assert stats.num_row_groups == 15 and reaching == [13, 14]  # 108 rows of 897 from start
+    before = feature_history(settings, list(SYMBOLS), start.to_pydatetime())
+    pd.testing.assert_frame_equal(before, _expected([f[~late.to_numpy()] for f in frames], start))
+    # the late bar arrives and one row in the window is rewritten
+    frames[1].loc[late.to_numpy(), "f1a"] = 123.0
+    inside = frames[2].index[frames[2]["available_at"] == start + pd.Timedelta(hours=30)][0]
+    frames[2].loc[inside, "f2b"] = -7.0
+    for path, frame in zip(paths, frames, strict=True):
+        write_view_table(path, frame)
+    after = feature_history(settings, list(SYMBOLS), start.to_pydatetime())
+    pd.testing.assert_frame_equal(after, _expected(frames, start))
+    assert len(after) == len(before) + len(SYMBOLS)
+    assert (after["f1a"] == 123.0).sum() == len(SYMBOLS) and (after["f2b"] == -7.0).sum() == 1

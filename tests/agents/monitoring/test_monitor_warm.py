@@ -341,3 +341,76 @@ def test_a_warm_monitor_judges_the_other_series_and_ingest_runs_as_the_one_shot(
             _same(warm, run_monitor(pair.cold, symbols=(BTC,), now=now), pair)
             found |= {f.kind for f in warm.findings}
     assert {"series_gap", "quarantine_spike", "empty_ingest"} <= found
+
+
+@pytest.mark.slow
+def test_a_warm_monitor_reads_late_and_rewritten_feature_rows_as_the_one_shot(
+    served_home: ServedHome, tmp_path: Path
+) -> None:
+    """Feature drift of a warm monitor over rewritten feature tables (as a build replaces them:
+    time-major, read again from the window's row groups): rows of 100 bars inside the window
+    missing, then arriving late with values training never saw, then rewritten back to their
+    values. Each time the warm run equals a fresh run on the same tables, and the drift it
+    reports follows the rows (it would not if it kept the rows it read before)."""
+    from features.build import view_path, write_view_table
+    from features.definitions import FEATURE_VIEWS, Kind
+
+    source = served_home.settings
+    homes = []
+    for name in ("warm", "cold"):
+        settings = load_settings(
+            home=tmp_path / name,
+            mlflow_tracking_uri=source.tracking_uri,
+            mlflow_registry_uri=source.registry_uri,
+        )
+        settings.paths.market_db.parent.mkdir(parents=True)
+        shutil.copyfile(source.paths.market_db, settings.paths.market_db)
+        settings.paths.features_dir.mkdir(parents=True)
+        homes.append(settings)
+    warm, cold = homes
+    pair = Pair(warm, cold, pd.DataFrame(), pd.DataFrame())
+    tables = {
+        kind: pd.read_parquet(view_path(source.paths.features_dir, FEATURE_VIEWS[kind]))
+        for kind in Kind
+    }
+    last = served_home.last_close
+    late = (
+        pd.Timestamp(last) - pd.Timedelta(hours=112),
+        pd.Timestamp(last) - pd.Timedelta(hours=13),
+    )
+
+    def write(rows: str) -> None:
+        """Every home's tables with the late bars' rows left out, extreme, or as built."""
+        for kind, table in tables.items():
+            inside = table["available_at"].between(*late).to_numpy()
+            frame = table.copy()
+            if rows == "missing":
+                frame = frame[~inside]
+            elif rows == "extreme":
+                floats = [c for c in frame.columns if frame[c].dtype == "float64"]
+                frame.loc[inside, floats] = 1e9
+            for settings in homes:
+                write_view_table(view_path(settings.paths.features_dir, FEATURE_VIEWS[kind]), frame)
+
+    since = last - timedelta(hours=24)
+    now = last + timedelta(minutes=5)
+    drifted = []
+    with Monitor.open(warm) as monitor:
+        for rows in ("missing", "extreme", "as built"):
+            write(rows)
+            report = monitor.run(since=since, now=now)
+            _same(report, run_monitor(cold, since=since, now=now), pair)
+            assert report.drift_families == ("xgb", "lstm")
+            drifted.append(
+                {
+                    (f.kind, f.symbol, f.bar_ts)
+                    for f in report.findings
+                    if f.kind.startswith("feature_drift")
+                }
+            )
+    # the late extreme rows drift both families at closes the others do not drift at
+    assert drifted[1] - drifted[0] and drifted[1] - drifted[2]
+    assert {kind for kind, _, _ in drifted[1] - drifted[0]} == {
+        "feature_drift_xgb",
+        "feature_drift_lstm",
+    }
