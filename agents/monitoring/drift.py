@@ -48,6 +48,7 @@ from scipy import special, stats
 
 from agents.monitoring.findings import Category, Finding, Severity
 from models.drift_reference import (
+    PSI_FLOOR,
     Distribution,
     DriftReference,
     brier_losses,
@@ -343,6 +344,9 @@ class _Compiled:
     proportions: list[FloatArray]
     lower: FloatArray  # support bounds, float32 values (NaN: none)
     upper: FloatArray
+    # per bin count: the features with that many bins and their floored reference shares
+    # (one PSI computation per group, `_window_psi_values`)
+    groups: tuple[tuple[npt.NDArray[np.intp], FloatArray], ...]
 
 
 _COMPILED: dict[int, tuple[Mapping[str, Distribution], tuple[str, ...], _Compiled]] = {}
@@ -364,18 +368,41 @@ def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
         (np.nan, np.nan) if d.lower is None or d.upper is None else (_f32(d.lower), _f32(d.upper))
         for d in dists
     ]
+    proportions = [np.asarray(d.proportions, dtype=np.float64) for d in dists]
+    widths = np.array([len(p) for p in proportions], dtype=np.intp)
+    groups = tuple(
+        (
+            members,
+            np.maximum(np.stack([proportions[j] for j in members]), PSI_FLOOR),
+        )
+        for width in np.unique(widths)
+        for members in [np.flatnonzero(widths == width)]
+    )
     compiled = _Compiled(
         distributions,
         edges,
         np.array([len(d.edges) for d in dists], dtype=np.intp),
-        [np.asarray(d.proportions, dtype=np.float64) for d in dists],
+        proportions,
         np.array([b[0] for b in bound], dtype=np.float32),
         np.array([b[1] for b in bound], dtype=np.float32),
+        groups,
     )
     if len(_COMPILED) >= 256:
         _COMPILED.clear()
     _COMPILED[id(distributions)] = (distributions, reference.features, compiled)
     return compiled
+
+
+def _window_psi_values(shares: Sequence[FloatArray], compiled: _Compiled) -> FloatArray:
+    """Each feature's `population_stability_index` of its window shares against its
+    reference, the features with the same number of bins at once: the same floored shares,
+    element-wise terms and per-row sums (a row of a C-ordered array is summed as the 1-D
+    array alone is), so the same floats as one call per feature."""
+    psi = np.empty(len(shares), dtype=np.float64)
+    for members, reference in compiled.groups:
+        live = np.maximum(np.stack([shares[j] for j in members]), PSI_FLOOR)
+        psi[members] = np.sum((live - reference) * np.log(live / reference), axis=1)
+    return psi
 
 
 def _window_shares(window: FloatArray, compiled: _Compiled) -> list[FloatArray]:
@@ -412,10 +439,9 @@ def _feature_window(
     ks_level = config.family_alpha / n_features
     shares = _window_shares(window, compiled)
     live_shares = dict(zip(reference.features, shares, strict=True))
-    psi_by_feature = {
-        name: population_stability_index(live, compiled.proportions[j])
-        for j, (name, live) in enumerate(live_shares.items())
-    }
+    psi_by_feature = dict(
+        zip(reference.features, _window_psi_values(shares, compiled).tolist(), strict=True)
+    )
     if max(psi_by_feature.values(), default=0.0) < config.psi_warning:
         return None  # no feature can drift (both routes need the PSI): skip the KS tests
     lines = psi_lines(reference, distributions, config)

@@ -254,6 +254,31 @@ def test_feature_drift_computes_each_features_figures_as_its_reference_does(
             assert bins["live"] == expected
 
 
+def test_the_window_psi_of_all_features_equals_one_call_per_feature(sample: Sample) -> None:
+    """The PSI of every feature at once (grouped by bin count) is the float
+    `population_stability_index` gives per feature, to the last bit, on windows with NaNs,
+    values beyond the training range and empty bins."""
+    from agents.monitoring.drift import _compiled, _window_psi_values, _window_shares
+
+    rng = np.random.default_rng(21)
+    reference = sample.reference
+    distributions = reference.for_symbol("BTC/USDT")
+    compiled = _compiled(reference, "BTC/USDT")
+    assert len({len(d.edges) for d in distributions.values()}) > 1  # several group widths
+    rows = sample.features[sample.features["symbol"] == "BTC/USDT"]
+    for size in (WINDOW, 30, 1):
+        window = _draw(rows, rng, size)[list(reference.features)].to_numpy(dtype=np.float32)
+        window = window.astype(np.float64)
+        window[rng.random(window.shape) < 0.05] = np.nan
+        window[rng.random(window.shape) < 0.05] *= 50.0
+        shares = _window_shares(window, compiled)
+        expected = [
+            population_stability_index(shares[j], distributions[name].proportions)
+            for j, name in enumerate(reference.features)
+        ]
+        assert _window_psi_values(shares, compiled).tolist() == expected
+
+
 def test_feature_drift_at_a_bar_ignores_later_rows(sample: Sample) -> None:
     # Arrange: two weeks, the second one shifted; judge the bar that ends the first week too
     rng = np.random.default_rng(14)
