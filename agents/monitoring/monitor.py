@@ -30,7 +30,9 @@ and the feature rows between bars, and reads only what is new each bar; its resu
 - series rows (`series_gap`): the held rows narrowed to the later span
   (`narrow_series_timestamps`), the series the new log entries added rows to read again;
 - feature rows: reused while the feature tables' files are unchanged (an atomic replace is a new
-  file), read again when one changes, ahead of the market reads in a worker thread;
+  file), read again when one changes (the window's rows as the files now hold them; the tables
+  are time-major, so only the row groups reaching the window are decoded), ahead of the market
+  reads in a worker thread;
 - champions: the alias is looked up again when something was committed to the registry's sqlite
   database (`serving.champions.registry_change_token`, as the decision engine's poll), and at
   least every ``champion_recheck_s`` seconds (a registry server: only the latter).
