@@ -47,9 +47,9 @@ __all__ = [
 # on the monitor bench's 4-symbol tables, one group of three instead of all (a symbol-major
 # order put every symbol's newest rows in every group)
 ROW_GROUP_ROWS = 8_192
-# vector tables (sorted by symbol, then available_at) hold wide rows (a service's whole vector, or a window of it): an
-# explanation decodes one row group to read one decision's vector, so their groups are smaller
-# (~10 % more bytes than 8,192-row groups)
+# vector tables (sorted by symbol, then available_at) hold wide rows (a service's whole vector,
+# or a window of it): an explanation decodes one row group to read one decision's vector, so
+# their groups are smaller (~10 % more bytes than 8,192-row groups)
 VECTOR_ROW_GROUP_ROWS = 1_024
 
 
