@@ -748,6 +748,16 @@ def book_statements(
     return [s for s in statements if "account_books" in s]
 
 
+def read_by_this_store(store: DecisionsStore, db: Path) -> tuple[Any, RiskGate, datetime]:
+    """The account (three books) as another process wrote it, read by this store: the state
+    read, the gate and the bar close."""
+    broker, gate, close = three_books()
+    write_elsewhere(db, broker.to_snapshot(), gate, close)
+    state = store.account_state(ACCOUNT)
+    assert state is not None
+    return state, gate, close
+
+
 def one_row_of(symbol: str, statements: list[str]) -> bool:
     """Whether ``statements`` write ``symbol``'s row alone."""
     (first, *rest) = statements or [""]
@@ -760,10 +770,7 @@ def test_after_a_read_a_write_over_its_version_writes_only_the_books_that_change
 ) -> None:
     # Arrange: the account as another process left it; this store only reads it (the engine's
     # first decision of an account in a process)
-    broker, gate, close = three_books()
-    write_elsewhere(db, broker.to_snapshot(), gate, close)
-    state = store.account_state(ACCOUNT)
-    assert state is not None
+    state, gate, close = read_by_this_store(store, db)
     book = read_back(state)
     if changed:
         enter(book, BTC, close)
@@ -781,10 +788,7 @@ def test_a_write_that_changes_every_book_replaces_the_accounts_rows(
     store: DecisionsStore, db: Path
 ) -> None:
     # Arrange: after a read, an order for every symbol (a batch over all of them)
-    broker, gate, close = three_books()
-    write_elsewhere(db, broker.to_snapshot(), gate, close)
-    state = store.account_state(ACCOUNT)
-    assert state is not None
+    state, gate, close = read_by_this_store(store, db)
     book = read_back(state)
     for symbol in book.symbols:
         enter(book, symbol, close)
@@ -812,19 +816,25 @@ def test_a_read_book_changed_in_place_is_written(store: DecisionsStore, db: Path
     assert again is not None and again.portfolio == state.portfolio
 
 
+def read_then_another_writer_enters_eth(
+    store: DecisionsStore, db: Path
+) -> tuple[Any, Any, RiskGate, datetime]:
+    """This store reads the account (three books); another process then enters ETH over that
+    version: the first read, the other writer's book, the gate and the bar close."""
+    first, gate, close = read_by_this_store(store, db)
+    theirs = read_back(first)
+    enter(theirs, ETH, close)
+    write_elsewhere(db, theirs.to_snapshot(), gate, close, expect_version=first.version)
+    return first, theirs, gate, close
+
+
 def test_after_another_writer_the_stale_write_fails_and_the_next_read_seeds_the_books(
     store: DecisionsStore, db: Path
 ) -> None:
     # Arrange: this store read the account; another process then wrote ETH's book over it
-    broker, gate, close = three_books()
-    write_elsewhere(db, broker.to_snapshot(), gate, close)
-    first = store.account_state(ACCOUNT)
-    assert first is not None
+    first, theirs, gate, close = read_then_another_writer_enters_eth(store, db)
     mine = read_back(first)
     enter(mine, BTC, close)
-    theirs = read_back(first)
-    enter(theirs, ETH, close)
-    write_elsewhere(db, theirs.to_snapshot(), gate, close, expect_version=first.version)
     # Act: the write over the stale read fails and writes nothing; read again, decide again
     with pytest.raises(StateChangedError):
         store.record(
@@ -884,13 +894,7 @@ def test_a_read_of_a_newer_version_replaces_the_books_remembered_from_the_older_
 ) -> None:
     # Arrange: this store read the account, another process wrote ETH's book, this store read
     # it again
-    broker, gate, close = three_books()
-    write_elsewhere(db, broker.to_snapshot(), gate, close)
-    first = store.account_state(ACCOUNT)
-    assert first is not None
-    theirs = read_back(first)
-    enter(theirs, ETH, close)
-    write_elsewhere(db, theirs.to_snapshot(), gate, close, expect_version=first.version)
+    first, _, gate, close = read_then_another_writer_enters_eth(store, db)
     second = store.account_state(ACCOUNT)
     assert second is not None and second.version != first.version
     # Act: the first read's books written over the second read's version (ETH's order undone)
