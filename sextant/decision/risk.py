@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,8 @@ class RiskDecision:
     ``approved`` is True when the proposal went through unchanged; False when the gate reduced
     or refused it (then ``size`` is what it allows instead). ``table`` is the kernel's check
     table, flat: per check in ``CHECK_CODES`` order, passed (1.0/0.0), observed, limit; the
-    ``checks`` objects are built from it on first use (a decision record, the metrics and the
-    executor read the table itself).
+    ``checks`` objects are built from it on first use (a decision record and the metrics read
+    the table itself: ``check_records``, ``reasons``).
     """
 
     approved: bool
@@ -114,16 +115,7 @@ class RiskDecision:
         """Each check, in ``CHECK_CODES`` order."""
         built = self._checks
         if built is None:
-            built = tuple(
-                Check(
-                    name=name,
-                    passed=passed != 0.0,
-                    reason_code=None if passed != 0.0 else code,
-                    observed=observed,
-                    limit=limit,
-                )
-                for name, code, passed, observed, limit in self._columns()
-            )
+            built = tuple(Check(**record) for record in self.check_records())
             object.__setattr__(self, "_checks", built)
         return built
 
@@ -140,9 +132,10 @@ class RiskDecision:
                 return c
         raise KeyError(f"no risk check {code!r}; known: {', '.join(CHECK_CODES)}")
 
-    def check_records(self) -> list[dict[str, object]]:
-        """Each check as a decision record holds it (name, passed, reason_code, observed,
-        limit), straight from the table."""
+    def check_records(self) -> list[dict[str, Any]]:
+        """Each check as a decision record holds it (``Check``'s fields: name, passed,
+        reason_code, observed, limit), straight from the table."""
+        table, width = self.table, layout.N_CHECK_FIELDS
         return [
             {
                 "name": name,
@@ -151,7 +144,14 @@ class RiskDecision:
                 "observed": observed,
                 "limit": limit,
             }
-            for name, code, passed, observed, limit in self._columns()
+            for name, code, passed, observed, limit in zip(
+                _CHECK_NAMES,
+                CHECK_CODES,
+                table[layout.CK_PASSED :: width],
+                table[layout.CK_OBSERVED :: width],
+                table[layout.CK_LIMIT :: width],
+                strict=True,
+            )
         ]
 
     def __repr__(self) -> str:
@@ -159,17 +159,6 @@ class RiskDecision:
             f"RiskDecision(approved={self.approved!r}, size={self.size!r}, "
             f"checks={self.checks!r}, state={self.state!r}, proposed={self.proposed!r}, "
             f"current={self.current!r})"
-        )
-
-    def _columns(self) -> zip[tuple[str, str, float, float, float]]:
-        table, width = self.table, layout.N_CHECK_FIELDS
-        return zip(
-            _CHECK_NAMES,
-            CHECK_CODES,
-            table[layout.CK_PASSED :: width],
-            table[layout.CK_OBSERVED :: width],
-            table[layout.CK_LIMIT :: width],
-            strict=True,
         )
 
 
