@@ -60,6 +60,7 @@ __all__ = [
     "build_drift_reference",
     "log_drift_reference",
     "population_stability_index",
+    "psi_rows",
 ]
 
 DRIFT_REFERENCE_FILE = "drift_reference.json"  # artifact path inside the model's run
@@ -222,11 +223,20 @@ def population_stability_index(live: npt.ArrayLike, reference: npt.ArrayLike) ->
     a large one by the usual reading; for ``n`` rows drawn from the reference, ``n * PSI`` is
     roughly chi-square with (bins - 1) degrees of freedom.
     """
-    a = np.maximum(np.asarray(live, dtype=np.float64), PSI_FLOOR)
-    b = np.maximum(np.asarray(reference, dtype=np.float64), PSI_FLOOR)
+    a = np.asarray(live, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape:
         raise DataValidationError(f"PSI over {a.shape} and {b.shape} bins", field="bins")
-    return float(np.sum((a - b) * np.log(a / b)))
+    return float(psi_rows(a, b))
+
+
+def psi_rows(live: npt.ArrayLike, reference: npt.ArrayLike) -> FloatArray:
+    """`population_stability_index` of each row of ``live`` (shares over the last axis) against
+    ``reference`` (one share vector, or one per row), empty bins floored at ``PSI_FLOOR``: the
+    same floats as one call per row."""
+    a = np.maximum(np.asarray(live, dtype=np.float64), PSI_FLOOR)
+    b = np.maximum(np.asarray(reference, dtype=np.float64), PSI_FLOOR)
+    return np.asarray(np.sum((a - b) * np.log(a / b), axis=-1), dtype=np.float64)
 
 
 def _window_psi(
@@ -246,9 +256,7 @@ def _window_psi(
     cumulative = np.cumsum(one_hot, axis=0)
     starts = np.arange(0, n - config.window_rows + 1, config.window_stride)
     counts = cumulative[starts + config.window_rows] - cumulative[starts]
-    live = np.maximum(counts / config.window_rows, PSI_FLOOR)
-    reference = np.maximum(np.asarray(proportions, dtype=np.float64), PSI_FLOOR)
-    psi = np.sum((live - reference) * np.log(live / reference), axis=1)
+    psi = psi_rows(counts / config.window_rows, proportions)
     return _round(float(np.quantile(psi, config.window_quantile)))
 
 

@@ -48,12 +48,12 @@ from scipy import special, stats
 
 from agents.monitoring.findings import Category, Finding, Severity
 from models.drift_reference import (
-    PSI_FLOOR,
     Distribution,
     DriftReference,
     brier_losses,
     log_losses,
     population_stability_index,
+    psi_rows,
 )
 from sextant.config import (
     OpenFraction,
@@ -344,7 +344,7 @@ class _Compiled:
     proportions: list[FloatArray]
     lower: FloatArray  # support bounds, float32 values (NaN: none)
     upper: FloatArray
-    # per bin count: the features with that many bins and their floored reference shares
+    # per bin count: the features with that many bins and their reference shares
     # (one PSI computation per group, `_window_psi_values`)
     groups: tuple[tuple[npt.NDArray[np.intp], FloatArray], ...]
 
@@ -373,7 +373,7 @@ def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
     groups = tuple(
         (
             members,
-            np.maximum(np.stack([proportions[j] for j in members]), PSI_FLOOR),
+            np.stack([proportions[j] for j in members]),
         )
         for width in np.unique(widths)
         for members in [np.flatnonzero(widths == width)]
@@ -395,13 +395,11 @@ def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
 
 def _window_psi_values(shares: Sequence[FloatArray], compiled: _Compiled) -> FloatArray:
     """Each feature's `population_stability_index` of its window shares against its
-    reference, the features with the same number of bins at once: the same floored shares,
-    element-wise terms and per-row sums (a row of a C-ordered array is summed as the 1-D
-    array alone is), so the same floats as one call per feature."""
+    reference, the features with the same number of bins at once (`psi_rows`: the same floats
+    as one call per feature)."""
     psi = np.empty(len(shares), dtype=np.float64)
     for members, reference in compiled.groups:
-        live = np.maximum(np.stack([shares[j] for j in members]), PSI_FLOOR)
-        psi[members] = np.sum((live - reference) * np.log(live / reference), axis=1)
+        psi[members] = psi_rows(np.stack([shares[j] for j in members]), reference)
     return psi
 
 

@@ -18,6 +18,8 @@ from models.drift_reference import (
     DriftReferenceConfig,
     build_drift_reference,
     log_drift_reference,
+    population_stability_index,
+    psi_rows,
 )
 from models.protocol import DirectionDataset
 from models.tracking import EXPERIMENTS, Tracking
@@ -226,3 +228,18 @@ def test_a_schema_1_reference_reads_without_window_lines_and_gets_the_fixed_line
     assert set(lines.values()) == {0.25}
     assert current_lines["rsi_14"] >= 0.25
     assert DriftReference.from_json(current.to_json()) == current
+
+
+def test_psi_rows_equals_one_psi_per_row_with_empty_bins_floored() -> None:
+    # Arrange: three live share vectors (one with empty bins) against one reference
+    rng = np.random.default_rng(7)
+    live = rng.dirichlet(np.ones(6), size=3)
+    live[1, [0, 4]] = 0.0
+    live[1] /= live[1].sum()
+    reference = rng.dirichlet(np.ones(6))
+    # Act
+    rows = psi_rows(live, reference)
+    # Assert: the same floats as one call per row; identical shares give 0
+    assert rows.tolist() == [population_stability_index(row, reference) for row in live]
+    assert np.isfinite(rows).all() and (rows > 0).all()
+    assert psi_rows(reference, reference) == 0.0
