@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from features.definitions import GARCH_WINDOW
 from features.online import garch_variance
@@ -54,3 +55,28 @@ def test_a_graph_that_is_not_the_one_step_recursion_is_refused(sim_t: FittedSamp
     # Act / Assert
     with pytest.raises(ValueError, match="not the registered GARCH one-step graph"):
         windowed_model(model)
+
+
+def test_a_zero_beta_still_equals_stepping(sim_t: FittedSample) -> None:
+    # Arrange: the fit's beta at its bound (ARCH only): the window's weights are 0 ** count,
+    # 1 for the newest return and 0 before it
+    one_step = garch_multi_onnx({"A/USDT": sim_t.fit})
+    (table,) = [t for t in one_step.graph.initializer if t.name == "beta_table"]
+    table.CopyFrom(numpy_helper.from_array(np.zeros(1), name="beta_table"))
+    window = sim_t.returns.to_numpy()[-GARCH_WINDOW:].copy()
+    window[-1] = np.nan  # the newest bar missing: the weight-1 return is the one before it
+    index = np.zeros((1, 1), dtype=np.int64)
+    step_session = cpu_session(one_step)
+
+    def step(last_return: np.ndarray, last_variance: np.ndarray) -> np.ndarray:
+        feed = {"symbol_index": index, "last_return": last_return, "last_variance": last_variance}
+        return np.asarray(step_session.run(["next_variance"], feed)[0])
+
+    expected = garch_variance(step, window[None, :])
+    # Act
+    (served,) = cpu_session(windowed_model(one_step)).run(
+        [OUTPUT], windowed_feeds(index, window[None, :])
+    )
+    # Assert: finite, and the one-step variance of the last present return alone
+    assert np.isfinite(expected).all()
+    assert np.allclose(np.asarray(served).reshape(-1), expected, rtol=1e-12, atol=0)
