@@ -172,13 +172,25 @@ class PortfolioState:
 
     equity: float
     positions: Mapping[str, float]
+    # the positions' notionals as an array in the mapping's order, and each symbol's place in
+    # it, where the caller holds them (`PaperBroker.portfolio`): `fractions` then reads them
+    # instead of converting the mapping, per decision
+    _notional: FloatArray | None = field(default=None, compare=False, repr=False)
+    _index: Mapping[str, int] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.equity):
             raise DataValidationError(
                 f"portfolio equity is not finite: {self.equity}", field="equity"
             )
-        values = np.fromiter(self.positions.values(), np.float64, len(self.positions))
+        values = self._notional
+        if values is None:
+            values = np.fromiter(self.positions.values(), np.float64, len(self.positions))
+        elif self._index is None or not len(values) == len(self.positions) == len(self._index):
+            raise DataValidationError(
+                "portfolio notionals must come with their index, one per position",
+                field="positions",
+            )
         if np.isfinite(values).all():
             return
         for symbol, notional in self.positions.items():
@@ -190,9 +202,13 @@ class PortfolioState:
     def fractions(self, symbol: str) -> FloatArray:
         """Signed positions / equity with ``symbol`` first (0 when it has none)."""
         positions = self.positions
-        held = np.fromiter(positions.values(), np.float64, len(positions))
-        if symbol in positions:
-            i = list(positions).index(symbol)
+        held, index = self._notional, self._index
+        if held is None or index is None:
+            held = np.fromiter(positions.values(), np.float64, len(positions))
+            i = list(positions).index(symbol) if symbol in positions else None
+        else:
+            i = index.get(symbol)
+        if i is not None:
             values = np.concatenate((held[i : i + 1], held[:i], held[i + 1 :]))
         else:
             values = np.concatenate((np.zeros(1), held))

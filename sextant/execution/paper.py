@@ -158,8 +158,13 @@ class PaperBroker:
         cached = self._portfolio_cache
         if cached is not None and cached[0] == key and cached[1] == self._equity:
             return cached[2]
-        notional = (self._positions * self._equity).tolist()
-        state = PortfolioState(self._equity, dict(zip(self._symbols, notional, strict=True)))
+        notional = self._positions * self._equity
+        state = PortfolioState(
+            self._equity,
+            dict(zip(self._symbols, notional.tolist(), strict=True)),
+            _notional=notional,
+            _index=self._index,
+        )
         self._portfolio_cache = (key, self._equity, state)
         return state
 

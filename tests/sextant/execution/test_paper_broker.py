@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
-from sextant.decision import DecisionConfig, ModelOutputs, RiskGate, decide
+from sextant.decision import DecisionConfig, ModelOutputs, PortfolioState, RiskGate, decide
 from sextant.errors import DataValidationError
 from sextant.execution import Candle, ExecutionConfig, PaperBroker
 from tests.sextant.decision.conftest import BULLISH as DECISION_BULLISH
@@ -167,3 +168,31 @@ def test_snapshots_and_portfolios_kept_between_calls_equal_ones_built_anew() -> 
         # Assert
         assert after_step == built_anew(broker) == (shared, broker.portfolio())
     assert broker.units()["BTC/USDT"] == 0.0  # the stop closed the trade on the way
+
+
+def test_a_broker_s_portfolio_gives_the_fractions_of_its_mapping_bit_for_bit() -> None:
+    # Arrange: three symbols, a long in the middle one (its fraction times equity, divided back)
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    broker = PaperBroker(symbols, "1h", EXECUTION)
+    broker.on_bar(T0, dict.fromkeys(symbols, FLAT))
+    broker._positions[1] = 0.3
+    broker._positions[2] = -0.1
+    held = broker.portfolio()
+    # Act: the same mapping without the broker's array and index
+    plain = PortfolioState(held.equity, dict(held.positions))
+    # Assert: every symbol first in turn, and one the book does not hold, the same bits
+    for symbol in [*symbols, "XRP/USDT"]:
+        assert held.fractions(symbol).tobytes() == plain.fractions(symbol).tobytes()
+    assert held == plain  # the array and index are how it is held, not what it is
+
+
+def test_a_portfolio_s_array_must_match_its_positions() -> None:
+    with pytest.raises(DataValidationError, match="one per position"):
+        PortfolioState(1e5, {"BTC/USDT": 1.0}, _notional=np.zeros(2), _index={"BTC/USDT": 0})
+    with pytest.raises(DataValidationError, match="ETH/USDT"):
+        PortfolioState(
+            1e5,
+            {"BTC/USDT": 1.0, "ETH/USDT": math.inf},
+            _notional=np.array([1.0, math.inf]),
+            _index={"BTC/USDT": 0, "ETH/USDT": 1},
+        )
