@@ -60,7 +60,9 @@ def feature_history(
         if columns is not None:
             stored = set(dataset.schema.names)
             names = [*_KEYS, *(c for c in columns if c in stored and c not in _KEYS)]
-        tables.append(dataset.to_table(columns=names, filter=wanted))
+        # in the calling thread: the monitor reads this alongside its market reads, on a
+        # machine of a few cores, where arrow's own pool would compete with them for the cores
+        tables.append(dataset.to_table(columns=names, filter=wanted, use_threads=False))
     merged = _joined(tables)
     frame = merged.drop_columns(["event_ts"]).to_pandas()
     at = frame["available_at"]

@@ -181,32 +181,47 @@ def ks_two_sample(window: npt.ArrayLike, sample: npt.ArrayLike) -> float:
     The statistic of ``scipy.stats.ks_2samp`` (two-sided), computed here with two sorted
     searches: scipy's wrapper costs about 1 ms a call, 50 ms for a symbol's 50 features.
     """
-    a = np.sort(np.asarray(window, dtype=np.float64))
-    b = np.sort(np.asarray(sample, dtype=np.float64))
+    return _ks_sorted(
+        np.sort(np.asarray(window, dtype=np.float64)),
+        np.sort(np.asarray(sample, dtype=np.float64)),
+    )
+
+
+def _ks_sorted(a: FloatArray, b: FloatArray) -> float:
+    """`ks_two_sample` of two sorted samples."""
     points = np.concatenate([a, b])
     cdf_a = np.searchsorted(a, points, side="right") / len(a)
     cdf_b = np.searchsorted(b, points, side="right") / len(b)
     return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
-def _ks(window: FloatArray, sample: Sequence[float], min_finite: int) -> tuple[float, float, float]:
+def _ks(
+    window: FloatArray, sample: Sequence[float], min_finite: int, ordered: FloatArray | None = None
+) -> tuple[float, float, float]:
     """KS statistic, its asymptotic p-value, and the p-value at the window's effective size.
 
     p-values from the limiting Kolmogorov distribution (``scipy.special.kolmogorov``, what
     ``ks_2samp(method="asymp")`` approaches) at ``sqrt(n m / (n + m)) * D``. An hourly feature is
     serially correlated, so a week is fewer than 168 independent draws: the adjusted p-value
-    uses the window's `effective_size`. NaN when either side has fewer than ``min_finite`` finite values.
+    uses the window's `effective_size`. NaN when either side has fewer than ``min_finite`` finite
+    values. ``ordered``: the sample as compared (float32 values), sorted, when the caller holds it.
     """
     finite = window[np.isfinite(window)]
     if len(finite) < min_finite or len(sample) < min_finite:
         return math.nan, math.nan, math.nan
-    reference = np.asarray(sample, dtype=np.float64).astype(np.float32).astype(np.float64)
-    statistic = ks_two_sample(finite, reference)
+    reference = _reference_sample(sample) if ordered is None else ordered
+    statistic = _ks_sorted(np.sort(finite), reference)
     m, n = float(len(reference)), float(len(finite))
     n_eff = effective_size(finite)
     p_value = float(special.kolmogorov(statistic * math.sqrt(m * n / (m + n))))
     adjusted = float(special.kolmogorov(statistic * math.sqrt(m * n_eff / (m + n_eff))))
     return statistic, p_value, adjusted
+
+
+def _reference_sample(sample: Sequence[float]) -> FloatArray:
+    """A reference sample as the KS test compares it: float32 values (the model's input type),
+    sorted."""
+    return np.sort(np.asarray(sample, dtype=np.float64).astype(np.float32).astype(np.float64))
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -347,6 +362,7 @@ class _Compiled:
     # per bin count: the features with that many bins and their reference shares
     # (one PSI computation per group, `_window_psi_values`)
     groups: tuple[tuple[npt.NDArray[np.intp], FloatArray], ...]
+    samples: tuple[FloatArray, ...]  # each feature's reference sample as `_ks` compares it
 
 
 _COMPILED: dict[int, tuple[Mapping[str, Distribution], tuple[str, ...], _Compiled]] = {}
@@ -386,6 +402,7 @@ def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
         np.array([b[0] for b in bound], dtype=np.float32),
         np.array([b[1] for b in bound], dtype=np.float32),
         groups,
+        tuple(_reference_sample(d.sample) for d in dists),
     )
     if len(_COMPILED) >= 256:
         _COMPILED.clear()
@@ -403,15 +420,72 @@ def _window_psi_values(shares: Sequence[FloatArray], compiled: _Compiled) -> Flo
     return psi
 
 
-def _window_shares(window: FloatArray, compiled: _Compiled) -> list[FloatArray]:
-    """Each feature's bin shares over the window (`Distribution.shares` of every column at
-    once: right-closed bins compared in float32, NaN in the last bin)."""
-    n, n_features = window.shape
-    width = compiled.edges.shape[1] + 2
+def _window_bins(window: FloatArray, compiled: _Compiled) -> npt.NDArray[np.intp]:
+    """Each value's bin (`Distribution.shares`' bins for every column at once: right-closed
+    bins compared in float32, NaN in the last bin)."""
     as32 = window.astype(np.float32)
     # searchsorted(side="left") on sorted edges = how many edges lie below the value
     index = (as32[:, :, None] > compiled.edges[None, :, :]).sum(axis=2)
-    index = np.where(np.isnan(window), compiled.n_edges[None, :] + 1, index)
+    bins: npt.NDArray[np.intp] = np.where(
+        np.isnan(window), compiled.n_edges[None, :] + 1, index
+    ).astype(np.intp)
+    return bins
+
+
+@dataclass(frozen=True)
+class _HeldBins:
+    """A window's rows and their bins, as `_bins_of_window` last computed them."""
+
+    compiled: _Compiled
+    stamps_ns: npt.NDArray[np.int64]
+    bits: npt.NDArray[np.uint64]  # the rows' values, bit for bit
+    bins: npt.NDArray[np.intp]
+
+
+_HELD_BINS: dict[tuple[int, str], _HeldBins] = {}  # (id of the compiled reference, symbol)
+
+
+def _bins_of_window(
+    symbol: str, window: FloatArray, stamps_ns: npt.NDArray[np.int64], compiled: _Compiled
+) -> npt.NDArray[np.intp]:
+    """`_window_bins`, reusing the bins of the rows the symbol's previous window held with the
+    same time and the same values bit for bit (a bin is a function of the value alone: a row
+    rewritten, added late or new is binned again). The window moves one bar per bar, so a
+    monitor kept warm bins one new row per symbol instead of the whole window."""
+    bits = np.ascontiguousarray(window).view(np.uint64)
+    key = (id(compiled), symbol)
+    held = _HELD_BINS.get(key)
+    if (
+        held is None
+        or held.compiled is not compiled
+        or held.bits.shape[1:] != bits.shape[1:]
+        or not len(held.stamps_ns)
+        or not len(window)
+    ):
+        bins = _window_bins(window, compiled)
+    else:
+        at = np.minimum(np.searchsorted(held.stamps_ns, stamps_ns), len(held.stamps_ns) - 1)
+        same = (held.stamps_ns[at] == stamps_ns) & (held.bits[at] == bits).all(axis=1)
+        bins = np.empty(window.shape, dtype=np.intp)
+        bins[same] = held.bins[at[same]]
+        fresh = ~same
+        if fresh.any():
+            bins[fresh] = _window_bins(window[fresh], compiled)
+    if len(_HELD_BINS) >= 1024:
+        _HELD_BINS.clear()
+    _HELD_BINS[key] = _HeldBins(compiled, stamps_ns.copy(), bits.copy(), bins)
+    return bins
+
+
+def _window_shares(
+    window: FloatArray, compiled: _Compiled, bins: npt.NDArray[np.intp] | None = None
+) -> list[FloatArray]:
+    """Each feature's bin shares over the window (`Distribution.shares` of every column at
+    once: right-closed bins compared in float32, NaN in the last bin); ``bins``: the values'
+    `_window_bins` when the caller has them."""
+    n, n_features = window.shape
+    width = compiled.edges.shape[1] + 2
+    index = _window_bins(window, compiled) if bins is None else bins
     flat = index + np.arange(n_features)[None, :] * width
     counts: FloatArray = (
         np.bincount(flat.ravel(), minlength=n_features * width)
@@ -435,7 +509,7 @@ def _feature_window(
     n_features = len(reference.features)
     distributions = compiled.distributions
     ks_level = config.family_alpha / n_features
-    shares = _window_shares(window, compiled)
+    shares = _window_shares(window, compiled, _bins_of_window(symbol, window, stamps_ns, compiled))
     live_shares = dict(zip(reference.features, shares, strict=True))
     psi_by_feature = dict(
         zip(reference.features, _window_psi_values(shares, compiled).tolist(), strict=True)
@@ -457,7 +531,9 @@ def _feature_window(
         psi = psi_by_feature[name]
         # the shape route needs the PSI at its line: below it the KS test cannot change anything
         if psi >= lines[name]:
-            tests[name] = _ks(window[:, j], distributions[name].sample, config.min_finite)
+            tests[name] = _ks(
+                window[:, j], distributions[name].sample, config.min_finite, compiled.samples[j]
+            )
         ks_p_adjusted = tests[name][2] if name in tests else math.nan
         outside = float(outside_share[j])
         # values training never saw drift at the fixed line, whatever the regime; a different

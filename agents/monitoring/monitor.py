@@ -780,15 +780,15 @@ class Monitor:
             features = history[history["symbol"].isin(symbols)]
             if not features.empty:
                 found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
-            predictions = pd.DataFrame(
-                [
-                    {"symbol": r["symbol"], "ts": r["ts"], "p_up": r["models"][f"p_{family}"]}
-                    for r in records
-                    if r["symbol"] in symbols
-                ],
-                columns=["symbol", "ts", "p_up"],
-            ).astype({"p_up": float})
-            if not predictions.empty:
+            rows = [
+                {"symbol": r["symbol"], "ts": r["ts"], "p_up": r["models"][f"p_{family}"]}
+                for r in records
+                if r["symbol"] in symbols
+            ]
+            if rows:  # no decisions: no frame to build (a few ms of pandas for nothing)
+                predictions = pd.DataFrame(rows, columns=["symbol", "ts", "p_up"]).astype(
+                    {"p_up": float}
+                )
                 predictions["ts"] = pd.to_datetime(predictions["ts"], utc=True)
                 found += prediction_drift(
                     predictions, reference, config=cfg.prediction_drift, since=since

@@ -279,6 +279,73 @@ def test_the_window_psi_of_all_features_equals_one_call_per_feature(sample: Samp
         assert _window_psi_values(shares, compiled).tolist() == expected
 
 
+def test_held_bins_equal_a_fresh_binning_as_the_window_moves(sample: Sample) -> None:
+    """The bins `feature_drift` reuses from a symbol's previous window (rows of the same time
+    and the same values) equal binning the window afresh, to the bin: the window moved on, a
+    row rewritten, a late row inserted, a hole, NaN, -0.0 for 0.0, another compiled reference;
+    and the findings equal those of a monitor with nothing held."""
+    from agents.monitoring import drift
+    from agents.monitoring.drift import _bins_of_window, _compiled, _window_bins
+
+    rng = np.random.default_rng(22)
+    reference = sample.reference
+    compiled = _compiled(reference, "BTC/USDT")
+    rows = sample.features[sample.features["symbol"] == "BTC/USDT"].iloc[:400]
+    values = rows[list(reference.features)].to_numpy(dtype=np.float32).astype(np.float64)
+    values[rng.random(values.shape) < 0.05] = np.nan
+    stamps = rows["available_at"].astype("int64").to_numpy()
+
+    def check(window: np.ndarray, times: np.ndarray, symbol: str = "BTC/USDT") -> None:
+        held = _bins_of_window(symbol, window, times, compiled)
+        assert np.array_equal(held, _window_bins(window, compiled))
+
+    drift._HELD_BINS.clear()
+    check(values[0:WINDOW], stamps[0:WINDOW])
+    check(values[1 : WINDOW + 1], stamps[1 : WINDOW + 1])  # moved on by one bar
+    rewritten = values[2 : WINDOW + 2].copy()
+    rewritten[50] = values[300]  # a row rewritten in place: same time, other values
+    rewritten[60, 3] = -0.0 if rewritten[60, 3] != 0.0 else 1.0
+    check(rewritten, stamps[2 : WINDOW + 2])
+    late = np.concatenate([values[3:40], values[[350]], values[40 : WINDOW + 2]])
+    late_times = np.concatenate([stamps[3:40], stamps[[39]] + 1, stamps[40 : WINDOW + 2]])
+    check(late, late_times)  # a row that arrived late, between held ones
+    holed = np.delete(values[4 : WINDOW + 10], [20, 21, 22], axis=0)
+    check(holed, np.delete(stamps[4 : WINDOW + 10], [20, 21, 22]))  # a hole
+    check(values[5:6], stamps[5:6])  # one row
+    check(values[5:5], stamps[5:5])  # none
+    check(values[100 : 100 + WINDOW], stamps[100 : 100 + WINDOW], "ETH/USDT")  # another key
+
+    # the detector over windows moving one bar at a time, warm and cold, finds the same
+    frame = rows.copy()
+    for name in reference.features[:5]:
+        frame.loc[frame.index[150:], name] += 5 * rows[name].std()
+    for end in range(240, 300, 7):
+        window = frame.iloc[: end + 1]
+        warm = feature_drift(window, reference)
+        drift._HELD_BINS.clear()
+        assert feature_drift(window, reference) == warm
+    assert warm  # the shifted rows drift
+
+
+def test_the_ks_test_on_the_held_sorted_sample_equals_the_test_on_the_sample(
+    sample: Sample,
+) -> None:
+    from agents.monitoring.drift import _compiled, _ks
+
+    rng = np.random.default_rng(23)
+    reference = sample.reference
+    compiled = _compiled(reference, "BTC/USDT")
+    distributions = reference.for_symbol("BTC/USDT")
+    rows = sample.features[sample.features["symbol"] == "BTC/USDT"]
+    window = _draw(rows, rng, WINDOW)[list(reference.features)].to_numpy(dtype=np.float32)
+    window = window.astype(np.float64)
+    for j, name in enumerate(reference.features):
+        column = window[:, j] * (1.5 if j % 2 else 1.0)
+        assert _ks(column, distributions[name].sample, 20, compiled.samples[j]) == _ks(
+            column, distributions[name].sample, 20
+        )
+
+
 def test_feature_drift_at_a_bar_ignores_later_rows(sample: Sample) -> None:
     # Arrange: two weeks, the second one shifted; judge the bar that ends the first week too
     rng = np.random.default_rng(14)
