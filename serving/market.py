@@ -178,9 +178,10 @@ def market_updates(
     """The rows newer than a reader holds, shaped as `market_histories` returns them: per
     symbol of ``candles_after`` (symbol -> (source, newest held candle or None)) the candles of
     that source after it, per symbol of ``funding_after`` (symbol -> newest held settlement or
-    None) its perpetual's funding after it; (candles, funding) per symbol, at most two queries."""
+    None) its perpetual's funding after it; (candles, funding) per symbol, at most two queries.
+    Read-only frames: the symbols without new rows of a kind share one empty frame."""
     floor = pd.Timestamp(1970, 1, 1, tz="UTC")
-    candles = pd.DataFrame(columns=["symbol", "event_ts"])
+    candles: pd.DataFrame | None = None
     if candles_after:
         match = " OR ".join("(symbol = ? AND source = ? AND event_ts > ?)" for _ in candles_after)
         candles = store.query(
@@ -196,7 +197,7 @@ def market_updates(
             ],
         )
     perps = {perp_symbol(s): s for s in funding_after}
-    funding = pd.DataFrame(columns=["symbol", "event_ts"])
+    funding: pd.DataFrame | None = None
     if perps:
         rates = " OR ".join("(symbol = ? AND event_ts > ?)" for _ in perps)
         funding = store.query(
@@ -206,21 +207,44 @@ def market_updates(
             [x for p, s in perps.items() for x in (p, (funding_after[s] or floor).to_pydatetime())],
         )
     for frame in (candles, funding):
-        frame["event_ts"] = _utc(frame["event_ts"])
-    by_candles = _by_symbol(candles)
-    by_funding = {perps[p]: rows for p, rows in _by_symbol(funding).items()}
-    empty_candles = candles.iloc[0:0].drop(columns="symbol")
-    empty_funding = funding.iloc[0:0].drop(columns="symbol")
+        if frame is not None:
+            frame["event_ts"] = _utc(frame["event_ts"])
+    by_candles = {} if candles is None else _by_symbol(candles)
+    by_funding = {} if funding is None else _by_symbol(funding)
+    by_funding = {perps[p]: rows for p, rows in by_funding.items()}
+    # a symbol without new rows of one kind gets an empty frame of that kind's columns (built
+    # once, when one is needed: most bars settle no funding)
+    empties: dict[str, pd.DataFrame] = {}
+
+    def rows(found: dict[str, pd.DataFrame], symbol: str, kind: str) -> pd.DataFrame:
+        if symbol in found:
+            return found[symbol]
+        if kind not in empties:
+            columns = _UPDATE_COLUMNS[kind]
+            empties[kind] = pd.DataFrame(
+                {c: pd.Series(dtype=_UTC_US if c == "event_ts" else float) for c in columns}
+            )
+        return empties[kind]
+
     return {
-        s: (by_candles.get(s, empty_candles), by_funding.get(s, empty_funding))
+        s: (rows(by_candles, s, "candles"), rows(by_funding, s, "funding"))
         for s in {*candles_after, *funding_after}
     }
+
+
+_UTC_US = "datetime64[us, UTC]"  # the store's times as its arrow reads come
+_UPDATE_COLUMNS = {
+    "candles": ("event_ts", "open", "high", "low", "close", "volume"),
+    "funding": ("event_ts", "funding_rate"),
+}
 
 
 def _utc(column: pd.Series) -> pd.Series:
     """A time column as tz-aware UTC (``pd.to_datetime`` parses a tz-aware one element by
     element: milliseconds for nothing)."""
     if isinstance(column.dtype, pd.DatetimeTZDtype):
+        if str(column.dtype.tz) == "UTC":
+            return column  # as DuckDB's arrow times come (the store's session is in UTC)
         utc: pd.Series = column.dt.tz_convert("UTC")
         return utc
     converted: pd.Series = pd.to_datetime(column, utc=True)

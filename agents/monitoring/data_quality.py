@@ -408,7 +408,9 @@ def series_gap(
             field="dataset",
         )
     frame = _checked_columns(stored, ("source", "symbol", "timeframe", "event_ts"), "stored")
-    findings = []
+    findings: list[Finding] = []
+    if frame.empty:  # no rows, no holes (a warm bar's read often has none: skip the grouping)
+        return findings
     for (source, symbol, timeframe), group in frame.groupby(
         ["source", "symbol", "timeframe"], sort=True
     ):

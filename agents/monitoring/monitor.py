@@ -519,9 +519,8 @@ class Monitor:
             cache.runs += 1
         entries = None
         if cache.seen is not None:
-            stamps = _utc_times(ingest_log["logged_at"])
             entries = (
-                ingest_log[stamps > cache.seen]
+                _logged_after(ingest_log, cache.seen)
                 if log_start is None or cache.seen >= pd.Timestamp(log_start)
                 else _log_entries(market, cache.seen)
             )
@@ -859,6 +858,15 @@ def _log_entries(market: StoreReader, after: pd.Timestamp) -> pd.DataFrame:
     )
 
 
+def _logged_after(ingest_log: pd.DataFrame, seen: pd.Timestamp) -> pd.DataFrame:
+    """The entries logged after ``seen``: the log's tail when it is in ``logged_at`` order
+    (as `_ingest_log` holds it: a slice, not a copy of the log)."""
+    stamps = _utc_times(ingest_log["logged_at"])
+    if stamps.is_monotonic_increasing:
+        return ingest_log.iloc[int(stamps.searchsorted(seen, side="right")) :]
+    return ingest_log[stamps > seen]
+
+
 def _utc_times(column: pd.Series) -> pd.DatetimeIndex:
     """A time column as UTC (``pd.to_datetime`` costs milliseconds on one that is tz-aware
     already: it parses element by element)."""
@@ -882,8 +890,7 @@ def _window(held: pd.DataFrame, new: pd.DataFrame | None, start: datetime | None
     """``held`` from ``start`` on with ``new`` appended (``held`` itself when unchanged)."""
     skip = 0
     if start is not None and not held.empty:
-        stamps = pd.DatetimeIndex(held["event_ts"])
-        skip = int(stamps.searchsorted(pd.Timestamp(start), side="left"))
+        skip = int(held["event_ts"].array.searchsorted(pd.Timestamp(start), side="left"))
     if new is None or new.empty:
         return held if skip == 0 else held.iloc[skip:].reset_index(drop=True)
     if held.empty:
@@ -1031,16 +1038,16 @@ def _changed_series(
     left out); None when an entry names no series (a batch for ``*`` may hold any)."""
     if ingest_log.empty:
         return set()
-    stamps = _utc_times(ingest_log["logged_at"])
-    entries = ingest_log[
-        np.asarray(stamps > pd.Timestamp(after))
-        & (ingest_log["dataset"] == dataset).to_numpy()
-        & (ingest_log["rows_added"] > 0).to_numpy()
-    ]
+    # the entries after ``after`` first (a few per bar), then their dataset and rows
+    later = np.flatnonzero(np.asarray(_utc_times(ingest_log["logged_at"]) > pd.Timestamp(after)))
     changed: set[tuple[str, str, str]] = set()
-    for source, symbol, timeframe in zip(
-        entries["source"], entries["symbol"], entries["timeframe"], strict=True
-    ):
+    if not later.size:
+        return changed
+    columns = ("dataset", "rows_added", "source", "symbol", "timeframe")
+    picked = [ingest_log[name].to_numpy()[later] for name in columns]
+    for entry_dataset, rows_added, source, symbol, timeframe in zip(*picked, strict=True):
+        if entry_dataset != dataset or not rows_added > 0:
+            continue
         source, symbol, timeframe = str(source), str(symbol), str(timeframe)
         if dataset == "fear_greed":
             changed.add((source, NO_SYMBOL, NO_SYMBOL))

@@ -174,6 +174,60 @@ def test_a_warm_monitor_finds_and_stores_what_the_one_shot_does_bar_by_bar(pair:
         _same(again, cold_again, pair)
 
 
+def test_the_held_market_windows_equal_a_fresh_read_bar_by_bar(pair: Pair) -> None:
+    """The windows a warm monitor moves forward from the new rows alone (bars with and without
+    a funding settlement, a symbol without a new bar, a late bar) equal reading them afresh:
+    the same rows, values and dtypes."""
+    from agents.monitoring.monitor import _logged_after
+    from serving.market import market_histories
+
+    opens = sorted(pair.candles["event_ts"].unique())
+    with duckdb.connect(str(pair.warm.paths.market_db), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        last = con.execute(
+            "SELECT symbol, max(event_ts) AS event_ts, arg_max(funding_rate, event_ts) AS "
+            "funding_rate FROM funding_rates GROUP BY symbol ORDER BY symbol"
+        ).df()
+    last["event_ts"] = pd.to_datetime(last["event_ts"], utc=True)
+
+    def settle(perps: list[str], k: int) -> pd.DataFrame:
+        """The perpetuals' ``k``-th next settlement (8-hourly) after the stored ones."""
+        rows = last[last["symbol"].isin(perps)].copy()
+        rows["event_ts"] = rows["event_ts"] + pd.Timedelta(hours=8 * k)
+        rows["available_at"] = rows["event_ts"]
+        rows["funding_rate"] = rows["funding_rate"] * (1 + k)
+        return rows[["symbol", "event_ts", "available_at", "funding_rate"]]
+
+    first = pd.Timestamp(opens[0]) - pd.Timedelta(hours=48)
+    with Monitor.open(pair.warm) as monitor:
+        monitor.run(since=first.to_pydatetime(), now=first.to_pydatetime() + timedelta(hours=50))
+        steps: list[tuple[str, ...]] = [(BTC,), (BTC, ETH), (BTC, ETH), (BTC,), (BTC, ETH)]
+        for i, symbols in enumerate(steps):
+            pair.bar(opens[i], symbols)
+            if i == 1:  # a settlement for BTC's perpetual only, then for both
+                pair.ingest(pair.candles.iloc[0:0], settle([FUNDING[BTC]], 1))
+            if i == 3:
+                pair.ingest(pair.candles.iloc[0:0], settle(list(FUNDING.values()), 2))
+            if i == 2:
+                pair.bar(opens[0], (ETH,))  # two bars late
+            monitor.run(now=pd.Timestamp(opens[i]).to_pydatetime() + timedelta(hours=1))
+            with monitor._reader.attached() as market:
+                fresh = market_histories(market, pair.warm, (BTC, ETH), start=monitor._market.start)
+            for symbol in (BTC, ETH):
+                held = monitor._market.held[symbol]
+                pd.testing.assert_frame_equal(held.candles, fresh[symbol].candles)
+                pd.testing.assert_frame_equal(held.funding, fresh[symbol].funding)
+        assert len(monitor._market.held[BTC].funding) > len(monitor._market.held[ETH].funding) > 0
+        # the entries after a time, in or out of logged_at order, are those logged after it
+        log = monitor._log.frame
+        assert log is not None and len(log) > 3
+        seen = pd.Timestamp(log["logged_at"].iloc[len(log) // 2])
+        expected = log[log["logged_at"] > seen]
+        pd.testing.assert_frame_equal(_logged_after(log, seen), expected)
+        shuffled = log.iloc[::-1]
+        pd.testing.assert_frame_equal(_logged_after(shuffled, seen), expected.iloc[::-1])
+
+
 def test_a_warm_monitor_sees_only_what_was_stored_at_each_bar(pair: Pair) -> None:
     """No look-ahead: the findings of a warm run at bar t equal a fresh run on the store as it
     was at t, and never name a bar after t; later bars change nothing already stored."""
