@@ -723,7 +723,8 @@ class Monitor:
             self._features = cache = fetched
         assert cache.frame is not None
         frame = cache.frame
-        return frame[(frame["available_at"] >= pd.Timestamp(start)) & frame["symbol"].isin(wanted)]
+        kept = (frame["available_at"] >= pd.Timestamp(start)) & frame["symbol"].isin(wanted)
+        return frame if kept.all() else frame[kept]  # the rows read for this request: all
 
     def _references(self) -> dict[str, DriftReference]:
         """The drift reference of each family's champion that has one."""
@@ -776,7 +777,12 @@ class Monitor:
                     since,
                     cfg.feature_drift.window_bars,
                 )
-            features = history[history["symbol"].isin(symbols)]
+            # the rows are those of `histories`' symbols: filter only when some lack a reference
+            features = (
+                history
+                if len(symbols) == len(histories)
+                else history[history["symbol"].isin(symbols)]
+            )
             if not features.empty:
                 found += feature_drift(features, reference, config=cfg.feature_drift, since=since)
             rows = [
