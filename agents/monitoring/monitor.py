@@ -644,7 +644,9 @@ class Monitor:
             keys = list(zip(frame["source"], frame["symbol"], frame["timeframe"], strict=True))
             kept = frame[np.array([key not in changed for key in keys], dtype=bool)]
             frame = (
-                pd.concat([kept, fresh], ignore_index=True)
+                fresh  # ordered as the read orders them: no other series' rows to merge in
+                if kept.empty
+                else pd.concat([kept, fresh], ignore_index=True)
                 .sort_values(["source", "symbol", "timeframe", "event_ts"], kind="stable")
                 .reset_index(drop=True)
             )
