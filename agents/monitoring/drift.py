@@ -247,6 +247,19 @@ def _utc_times(frame: pd.DataFrame, column: str, what: str) -> pd.Series:
     return utc
 
 
+def _utc_ns(frame: pd.DataFrame, column: str, what: str) -> npt.NDArray[np.int64]:
+    """`_ns` of `_utc_times` (the same checks and values), without building the series."""
+    times = frame[column]
+    if not isinstance(times.dtype, pd.DatetimeTZDtype):
+        raise DataValidationError(
+            f"{what}.{column} must be tz-aware UTC datetimes, got {times.dtype}", field=column
+        )
+    stamps = times.array
+    if stamps.isna().any():
+        raise DataValidationError(f"{what}.{column} has missing times", field=column)
+    return np.asarray(stamps.as_unit("ns").asi8, dtype=np.int64)  # UTC instants, any zone
+
+
 def _ns(times: pd.Series) -> npt.NDArray[np.int64]:
     """UTC nanoseconds of a `_utc_times` series (fast comparisons and searches)."""
     return np.asarray(times.astype("int64"), dtype=np.int64)
@@ -305,7 +318,7 @@ def feature_drift(
     """
     config = config or FeatureDriftConfig()
     _require(features, ("symbol", FEATURE_TS, *reference.features), "features")
-    times = _ns(_utc_times(features, FEATURE_TS, "features"))
+    times = _utc_ns(features, FEATURE_TS, "features")
     names = features["symbol"].to_numpy()
     # float32, the model's input type, in which the reference's edges and sample are kept
     values = features[list(reference.features)].to_numpy(dtype=np.float32).astype(np.float64)

@@ -327,6 +327,28 @@ def test_held_bins_equal_a_fresh_binning_as_the_window_moves(sample: Sample) -> 
     assert warm  # the shifted rows drift
 
 
+def test_feature_drift_reads_bar_closes_in_any_zone_and_unit_as_utc(sample: Sample) -> None:
+    from agents.monitoring import drift
+
+    rng = np.random.default_rng(24)
+    btc = sample.features[sample.features["symbol"] == "BTC/USDT"]
+    frame = _draw(btc, rng, WINDOW + 30)
+    for name in sample.reference.features[:5]:
+        frame.loc[frame.index[WINDOW // 2 :], name] += 5 * btc[name].std()
+    since = frame["available_at"].iloc[WINDOW].to_pydatetime()
+    expected = feature_drift(frame, sample.reference, since=since)
+    assert expected
+    elsewhere = frame.assign(
+        available_at=frame["available_at"].dt.tz_convert("Asia/Tokyo").dt.as_unit("us")
+    )
+    drift._HELD_BINS.clear()
+    assert feature_drift(elsewhere, sample.reference, since=since) == expected
+    missing = frame.copy()
+    missing.loc[missing.index[3], "available_at"] = pd.NaT
+    with pytest.raises(DataValidationError, match="missing times"):
+        feature_drift(missing, sample.reference, since=since)
+
+
 def test_the_ks_test_on_the_held_sorted_sample_equals_the_test_on_the_sample(
     sample: Sample,
 ) -> None:
