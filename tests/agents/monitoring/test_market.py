@@ -395,7 +395,14 @@ def _negative_low(c: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _missing_time(c: pd.DataFrame) -> pd.DataFrame:
+    out = c.copy()
+    out.loc[400, "event_ts"] = pd.NaT
+    return out
+
+
 BAD_INPUTS = [
+    (_missing_time, "event_ts", "missing values"),
     (_unsorted, "event_ts", "not sorted"),
     (_duplicated, "event_ts", "duplicated timestamp"),
     (_naive, "event_ts", "tz-aware"),
