@@ -1044,15 +1044,15 @@ def _changed_series(
     """The (source, symbol, timeframe) series of ``dataset``, as `read_series_timestamps`
     names them, that entries logged after ``after`` added rows to (watched candle series
     left out); None when an entry names no series (a batch for ``*`` may hold any)."""
-    if ingest_log.empty:
-        return set()
-    # the entries after ``after`` first (a few per bar), then their dataset and rows
-    later = np.flatnonzero(np.asarray(_utc_times(ingest_log["logged_at"]) > pd.Timestamp(after)))
     changed: set[tuple[str, str, str]] = set()
-    if not later.size:
+    if ingest_log.empty:
+        return changed
+    # the entries after ``after`` first (a few per bar), then their dataset and rows
+    later = _logged_after(ingest_log, pd.Timestamp(after))
+    if later.empty:
         return changed
     columns = ("dataset", "rows_added", "source", "symbol", "timeframe")
-    picked = [ingest_log[name].to_numpy()[later] for name in columns]
+    picked = [later[name].to_numpy() for name in columns]
     for entry_dataset, rows_added, source, symbol, timeframe in zip(*picked, strict=True):
         if entry_dataset != dataset or not rows_added > 0:
             continue
