@@ -80,35 +80,38 @@ def _series(result: BacktestResult) -> dict[str, np.ndarray]:
     }
 
 
-def run_figures(result: BacktestResult) -> dict[str, float | str]:
-    """The run's discrete outcomes as one sha256 (``discrete``), and per series its weighted
-    checksum (finite values only)."""
+def _measured(result: BacktestResult) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The sha256 of the run's discrete outcomes, and per series its weighted checksum and size
+    (the weighted sum of its finite values and of their magnitudes)."""
     discrete = hashlib.sha256()
-    figures: dict[str, float | str] = {}
+    sums: dict[str, tuple[float, float]] = {}
     for name, array in _series(result).items():
         values = np.ascontiguousarray(array, np.float64).ravel()
         finite = np.isfinite(values)
         discrete.update(name.encode())
         discrete.update(np.nan_to_num(np.where(finite, 0.0, values), nan=2.0).tobytes())
         weights = np.random.default_rng(values.size).uniform(0.5, 1.5, values.size)
-        figures[name] = float(np.where(finite, values, 0.0) @ weights)
+        kept = np.where(finite, values, 0.0)
+        sums[name] = (float(kept @ weights), float(np.abs(kept) @ weights))
     discrete.update(str(len(result.trades)).encode())
     discrete.update("|".join(result.trades.reason.tolist()).encode())
     discrete.update("|".join(result.trading_state.tolist()).encode())
-    figures["discrete"] = discrete.hexdigest()
-    return figures
+    return discrete.hexdigest(), sums
+
+
+def run_figures(result: BacktestResult) -> dict[str, float | str]:
+    """What a run is pinned by: ``discrete`` (a sha256) and each series' checksum."""
+    discrete, sums = _measured(result)
+    return {**{name: checksum for name, (checksum, _) in sums.items()}, "discrete": discrete}
 
 
 def assert_pinned(result: BacktestResult, pinned: dict[str, float | str]) -> None:
     """The run's discrete outcomes exactly, each checksum to ``CHECKSUM_RTOL`` of its size."""
-    figures = run_figures(result)
-    assert figures["discrete"] == pinned["discrete"]
-    for name, array in _series(result).items():
-        values = np.ascontiguousarray(array, np.float64).ravel()
-        weights = np.random.default_rng(values.size).uniform(0.5, 1.5, values.size)
-        size = float(np.abs(np.where(np.isfinite(values), values, 0.0)) @ weights)
-        found, expected = figures[name], pinned[name]
-        assert isinstance(found, float) and isinstance(expected, float)
+    discrete, sums = _measured(result)
+    assert discrete == pinned["discrete"]
+    for name, (found, size) in sums.items():
+        expected = pinned[name]
+        assert isinstance(expected, float)
         assert abs(found - expected) <= CHECKSUM_RTOL * size, (name, found, expected)
 
 
