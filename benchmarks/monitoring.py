@@ -19,8 +19,8 @@ empty ingests over the series with new runs, holes closed in every stored series
 read again where the log says a series grew); for the 4 symbols the model-drift step (the
 registry change check, the feature tables read again since the bench rewrote them (written
 time-major as the build writes them: the read decodes the row groups reaching the drift window),
-in a worker thread that starts with the run, feature drift against both champions' references, the decision
-records read); and the transaction that stores the findings and the monitor's state in the
+in a worker thread that starts with the run, feature drift against both champions' references,
+the decision records read); and the transaction that stores the findings and the monitor's state in the
 decisions store. Not included: the untimed ingest and feature writes.
 
 - **4 symbols** run on a private copy of the serving bench home (`benchmarks.bench_home`: the

@@ -235,28 +235,26 @@ def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
         raise DataValidationError(f"{what} lacks columns {missing}", field=missing[0])
 
 
-def _utc_times(frame: pd.DataFrame, column: str, what: str) -> pd.Series:
+def _checked_times(frame: pd.DataFrame, column: str, what: str) -> pd.Series:
+    """``frame[column]``, refused unless every value is a tz-aware time."""
     times = frame[column]
     if not isinstance(times.dtype, pd.DatetimeTZDtype):
         raise DataValidationError(
             f"{what}.{column} must be tz-aware UTC datetimes, got {times.dtype}", field=column
         )
-    if times.isna().any():
+    if times.array.isna().any():  # on the array: a series' isna costs 5x as much
         raise DataValidationError(f"{what}.{column} has missing times", field=column)
-    utc: pd.Series = times.dt.tz_convert("UTC").dt.as_unit("ns")
+    return times
+
+
+def _utc_times(frame: pd.DataFrame, column: str, what: str) -> pd.Series:
+    utc: pd.Series = _checked_times(frame, column, what).dt.tz_convert("UTC").dt.as_unit("ns")
     return utc
 
 
 def _utc_ns(frame: pd.DataFrame, column: str, what: str) -> npt.NDArray[np.int64]:
     """`_ns` of `_utc_times` (the same checks and values), without building the series."""
-    times = frame[column]
-    if not isinstance(times.dtype, pd.DatetimeTZDtype):
-        raise DataValidationError(
-            f"{what}.{column} must be tz-aware UTC datetimes, got {times.dtype}", field=column
-        )
-    stamps = times.array
-    if stamps.isna().any():
-        raise DataValidationError(f"{what}.{column} has missing times", field=column)
+    stamps = _checked_times(frame, column, what).array
     return np.asarray(stamps.as_unit("ns").asi8, dtype=np.int64)  # UTC instants, any zone
 
 
@@ -369,7 +367,6 @@ class _Compiled:
     distributions: Mapping[str, Distribution]
     edges: npt.NDArray[np.float32]  # (features, most edges), padded with +inf
     n_edges: npt.NDArray[np.intp]
-    proportions: list[FloatArray]
     lower: FloatArray  # support bounds, float32 values (NaN: none)
     upper: FloatArray
     # per bin count: the features with that many bins and their reference shares
@@ -398,20 +395,16 @@ def _compiled(reference: DriftReference, symbol: str) -> _Compiled:
         for d in dists
     ]
     proportions = [np.asarray(d.proportions, dtype=np.float64) for d in dists]
-    widths = np.array([len(p) for p in proportions], dtype=np.intp)
+    counts = np.array([len(p) for p in proportions], dtype=np.intp)
     groups = tuple(
-        (
-            members,
-            np.stack([proportions[j] for j in members]),
-        )
-        for width in np.unique(widths)
-        for members in [np.flatnonzero(widths == width)]
+        (members, np.stack([proportions[j] for j in members]))
+        for count in np.unique(counts)
+        for members in [np.flatnonzero(counts == count)]
     )
     compiled = _Compiled(
         distributions,
         edges,
         np.array([len(d.edges) for d in dists], dtype=np.intp),
-        proportions,
         np.array([b[0] for b in bound], dtype=np.float32),
         np.array([b[1] for b in bound], dtype=np.float32),
         groups,
@@ -490,16 +483,12 @@ def _bins_of_window(
     return bins
 
 
-def _window_shares(
-    window: FloatArray, compiled: _Compiled, bins: npt.NDArray[np.intp] | None = None
-) -> list[FloatArray]:
-    """Each feature's bin shares over the window (`Distribution.shares` of every column at
-    once: right-closed bins compared in float32, NaN in the last bin); ``bins``: the values'
-    `_window_bins` when the caller has them."""
-    n, n_features = window.shape
+def _window_shares(bins: npt.NDArray[np.intp], compiled: _Compiled) -> list[FloatArray]:
+    """Each feature's bin shares over a window from its values' `_window_bins`
+    (`Distribution.shares` of every column at once)."""
+    n, n_features = bins.shape
     width = compiled.edges.shape[1] + 2
-    index = _window_bins(window, compiled) if bins is None else bins
-    flat = index + np.arange(n_features)[None, :] * width
+    flat = bins + np.arange(n_features)[None, :] * width
     counts: FloatArray = (
         np.bincount(flat.ravel(), minlength=n_features * width)
         .reshape(n_features, width)
@@ -522,7 +511,7 @@ def _feature_window(
     n_features = len(reference.features)
     distributions = compiled.distributions
     ks_level = config.family_alpha / n_features
-    shares = _window_shares(window, compiled, _bins_of_window(symbol, window, stamps_ns, compiled))
+    shares = _window_shares(_bins_of_window(symbol, window, stamps_ns, compiled), compiled)
     live_shares = dict(zip(reference.features, shares, strict=True))
     psi_by_feature = dict(
         zip(reference.features, _window_psi_values(shares, compiled).tolist(), strict=True)

@@ -258,7 +258,12 @@ def test_the_window_psi_of_all_features_equals_one_call_per_feature(sample: Samp
     """The PSI of every feature at once (grouped by bin count) is the float
     `population_stability_index` gives per feature, to the last bit, on windows with NaNs,
     values beyond the training range and empty bins."""
-    from agents.monitoring.drift import _compiled, _window_psi_values, _window_shares
+    from agents.monitoring.drift import (
+        _compiled,
+        _window_bins,
+        _window_psi_values,
+        _window_shares,
+    )
 
     rng = np.random.default_rng(21)
     reference = sample.reference
@@ -271,7 +276,7 @@ def test_the_window_psi_of_all_features_equals_one_call_per_feature(sample: Samp
         window = window.astype(np.float64)
         window[rng.random(window.shape) < 0.05] = np.nan
         window[rng.random(window.shape) < 0.05] *= 50.0
-        shares = _window_shares(window, compiled)
+        shares = _window_shares(_window_bins(window, compiled), compiled)
         expected = [
             population_stability_index(shares[j], distributions[name].proportions)
             for j, name in enumerate(reference.features)
