@@ -432,6 +432,30 @@ def test_checkpoint_restarts_the_wal_so_the_next_decision_write_does_not(
     assert stamp is not None
 
 
+def test_writes_leave_the_wal_to_the_checkpointer_well_past_8192_pages(
+    store: DecisionsStore, db: Path
+) -> None:
+    # Arrange: the database file as the schema left it (a checkpoint copies pages into it)
+    store.checkpoint()
+    wal = db.with_name(db.name + "-wal")
+    frame = 4096 + 24  # a WAL frame: one page and its header
+    db_size = db.stat().st_size
+    # Act: decision writes until the WAL holds 10,000 pages (the batch endpoint writes about
+    # 13,000 a second between the service checkpointer's rounds), bounded
+    bar = 0
+    while wal.stat().st_size < 10_000 * frame and bar < 20_000:
+        store.record([make_decision(BTC, bar)], account=ACCOUNT, portfolio={"bar": bar})
+        bar += 1
+    # Assert: no commit folded the WAL into the database inline (SQLite does that in the commit
+    # that crosses ``wal_autocheckpoint``, with fsyncs: tens of ms on the decision path); the
+    # checkpointer's round then does, off the decision path
+    assert wal.stat().st_size >= 10_000 * frame
+    assert db.stat().st_size == db_size
+    assert store.checkpoint() == 0
+    assert db.stat().st_size > db_size
+    assert store.count() == bar
+
+
 def test_a_writer_locked_out_past_the_busy_timeout_gets_a_transient_error(db: Path) -> None:
     # Arrange: another connection holds the write lock
     DecisionsStore.open(db).close()
