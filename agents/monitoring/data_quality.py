@@ -156,13 +156,17 @@ def read_series_timestamps(
     start: datetime | None = None,
     closing_from: datetime | None = None,
     series: Collection[tuple[str, str, str]] | None = None,
+    every_series: bool = False,
 ) -> pd.DataFrame:
     """``source, symbol, timeframe, event_ts`` of a gridded dataset's stored rows from ``start``
     (of the (source, symbol, timeframe) ``series`` only, when given).
 
     With ``closing_from`` only the rows `series_gap` judges with ``since=closing_from`` come
     back: those at or after it and each one's predecessor in its series (the database finds
-    them, so a run over one new bar reads a few rows per series, not its whole history)."""
+    them, so a run over one new bar reads a few rows per series, not its whole history). With
+    ``every_series`` too, every series' newest row before ``closing_from`` comes back, also of
+    a series with none after it (what a holder needs to follow the series as rows arrive:
+    `narrow_series_timestamps` gives what ``every_series=False`` returns)."""
     tables = {"candles": "candles", "funding": "funding_rates", "fear_greed": "fear_greed"}
     if dataset not in tables:
         raise DataValidationError(
@@ -186,41 +190,65 @@ def read_series_timestamps(
     if closing_from is None:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         return store.query(f"SELECT {columns} FROM {tables[dataset]} {where} {order}", bounds)
-    # the rows at or after `closing_from`, and in each series holding one, the newest row
-    # before it (its predecessor): no window over the whole history
+    # the rows at or after `closing_from`, and in each series holding one (every series), the
+    # newest row before it (its predecessor): no window over the whole history
     cutoff = _utc(closing_from, "closing_from")
     low = "".join(f" AND {c}" for c in conditions)
     keys = f"source, {symbol}, {timeframe}"
+    holding = (
+        ""
+        if every_series
+        else f" AND ({keys}) IN (SELECT DISTINCT source, symbol, timeframe FROM recent)"
+    )
     return store.query(
         f"WITH recent AS (SELECT {columns} FROM {tables[dataset]} WHERE event_ts >= ?"
         f"{low}) SELECT * FROM recent UNION ALL SELECT {keys}, max(event_ts) "
-        f"FROM {tables[dataset]} WHERE event_ts < ?{low} AND ({keys}) IN "
-        f"(SELECT DISTINCT source, symbol, timeframe FROM recent) GROUP BY ALL {order}",
+        f"FROM {tables[dataset]} WHERE event_ts < ?{low}{holding} GROUP BY ALL {order}",
         [cutoff, *bounds, cutoff, *bounds],
     )
 
 
 def narrow_series_timestamps(
-    held: pd.DataFrame, *, start: datetime | None, closing_from: datetime
+    held: pd.DataFrame,
+    *,
+    start: datetime | None,
+    closing_from: datetime,
+    every_series: bool = False,
 ) -> pd.DataFrame:
-    """What `read_series_timestamps` returns for ``start`` and ``closing_from``, derived from
-    what it returned (``held``) for an earlier or equal start and closing_from on the same
-    stored rows: the rows at or after ``closing_from`` and, in each series holding one, the
-    newest row before it from ``start`` (a row before the earlier cutoff is the held
-    predecessor, the newest there is)."""
+    """What `read_series_timestamps` returns for ``start``, ``closing_from`` and
+    ``every_series``, derived from what it returned (``held``) for an earlier or equal start
+    and closing_from on the same stored rows, with ``every_series`` there (or as here): the
+    rows at or after ``closing_from`` and, in each series holding one (every series), the newest
+    row before it from ``start`` (a row before the earlier cutoff is the held predecessor, the
+    newest there is)."""
     if held.empty:
         return held
-    stamps = held["event_ts"]
-    cutoff = pd.Timestamp(_utc(closing_from, "closing_from"))
-    floor = pd.Timestamp(_utc(start, "start")) if start is not None else None
-    in_span = (stamps >= floor).to_numpy() if floor is not None else np.ones(len(held), bool)
-    recent = (stamps >= cutoff).to_numpy() & in_span
-    earlier = (stamps < cutoff).to_numpy() & in_span
-    codes = held.groupby(["source", "symbol", "timeframe"], sort=False).ngroup().to_numpy()
-    has_recent = np.zeros(int(codes.max()) + 1, dtype=bool)
-    has_recent[codes[recent]] = True
-    # the held rows are ordered by series then time: a series' last earlier row is its newest
-    candidates = np.flatnonzero(earlier & has_recent[codes])
+    # the times as UTC datetime64 of their unit: comparisons without pandas' per-call cost
+    unit = held["event_ts"].dt.unit
+    times = held["event_ts"].to_numpy(dtype=f"datetime64[{unit}]")
+
+    def bound(moment: datetime, what: str) -> np.datetime64:
+        return pd.Timestamp(_utc(moment, what)).as_unit(unit).tz_convert(None).asm8
+
+    cutoff = bound(closing_from, "closing_from")
+    in_span = times >= bound(start, "start") if start is not None else np.ones(len(held), bool)
+    recent = (times >= cutoff) & in_span
+    earlier = (times < cutoff) & in_span
+    # the held rows are ordered by series then time: a series starts where a key changes
+    starts = np.zeros(len(held), dtype=bool)
+    starts[0] = True
+    for column in ("source", "symbol", "timeframe"):
+        values = held[column].to_numpy()
+        starts[1:] |= values[1:] != values[:-1]
+    codes = np.cumsum(starts) - 1
+    if every_series:
+        wanted = earlier
+    else:
+        has_recent = np.zeros(int(codes[-1]) + 1, dtype=bool)
+        has_recent[codes[recent]] = True
+        wanted = earlier & has_recent[codes]
+    # a series' last earlier row is its newest
+    candidates = np.flatnonzero(wanted)
     last_of_series = (
         candidates[np.r_[codes[candidates][1:] != codes[candidates][:-1], True]]
         if len(candidates)
@@ -228,7 +256,9 @@ def narrow_series_timestamps(
     )
     keep = recent.copy()
     keep[last_of_series] = True
-    return held[keep].reset_index(drop=True)
+    if keep.all():
+        return held
+    return held.take(np.flatnonzero(keep)).reset_index(drop=True)
 
 
 # -- runs ------------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ and the feature rows between bars, and reads only what is new each bar; its resu
   ``reread_every_runs`` runs the whole window is read again (edits that bypass ingest);
 - ingest log: the entries logged after the newest held one are read and appended, those
   before the span's start dropped; data quality judges only the series with new entries;
-- series rows (`series_gap`): the held rows narrowed to the later span
-  (`narrow_series_timestamps`), the series the new log entries added rows to read again;
+- series rows (`series_gap`): the held rows (with every series' newest row before the cutoff)
+  narrowed to the later span (`narrow_series_timestamps`); a series whose new log entries each
+  added one row that became its newest gets those rows appended, the other series the new
+  entries added rows to are read again;
 - feature rows: reused while the feature tables' files are unchanged (an atomic replace is a new
   file), read again when one changes (the window's rows as the files now hold them; the tables
   are time-major, so only the row groups reaching the window are decoded), ahead of the market
@@ -286,7 +288,8 @@ class _LogCache:
 
 @dataclass
 class _SeriesCache:
-    """One dataset's `read_series_timestamps` rows as a `Monitor` last read them."""
+    """One dataset's `read_series_timestamps` rows with ``every_series`` as a `Monitor` last
+    derived them (every series' newest row before the cutoff kept: a new row's predecessor)."""
 
     start: datetime | None
     since: datetime
@@ -606,8 +609,9 @@ class Monitor:
         log_start: datetime | None,
     ) -> pd.DataFrame:
         """`read_series_timestamps` of ``dataset`` from ``start`` closing from ``since``: the
-        held rows narrowed to the later span (`narrow_series_timestamps`), the series the
-        ingest log says gained rows since read again. Everything is read again on a first
+        held rows narrowed to the later span (`narrow_series_timestamps`), the rows the ingest
+        log says were appended one at a time added (`_single_row_appends`), the other series
+        it says gained rows since read again. Everything is read again on a first
         run, when the span moved back, when the log no longer covers the held rows' time, when
         an entry names no series (``*``), when the watched candle series changed (their rows
         are not held), and every ``reread_every_runs`` runs."""
@@ -631,15 +635,30 @@ class Monitor:
         if changed is not None and len(changed) > _SERIES_PER_READ:
             changed = None  # one scan for all beats a filter of that many series
         if held is None or changed is None:
-            frame = read_series_timestamps(market, dataset, start=start, closing_from=since)
+            frame = read_series_timestamps(
+                market, dataset, start=start, closing_from=since, every_series=True
+            )
             if mine:  # `series_gap` skips the watched candle series: they are not held
                 frame = _without_watched(frame, mine)
             self._series[dataset] = _SeriesCache(start, since, frame, seen, mine)
-            return frame
-        frame = narrow_series_timestamps(held.frame, start=start, closing_from=since)
+            return narrow_series_timestamps(frame, start=start, closing_from=since)
+        frame = held.frame
+        if changed:
+            # a series' new newest row, logged alone, is appended to what is held: no read
+            assert held.seen is not None  # else everything was read again above
+            appended = _single_row_appends(ingest_log, dataset, held.seen, changed, frame)
+            if appended:
+                frame = _with_appended(frame, appended)
+                changed = changed - appended.keys()
+        if not changed:  # the held span stays (the rows appended belong to it as well)
+            self._series[dataset] = dataclasses.replace(
+                held, frame=frame, seen=seen, runs=held.runs + 1
+            )
+            return narrow_series_timestamps(frame, start=start, closing_from=since)
+        frame = narrow_series_timestamps(frame, start=start, closing_from=since, every_series=True)
         if changed:
             fresh = read_series_timestamps(
-                market, dataset, start=start, closing_from=since, series=changed
+                market, dataset, start=start, closing_from=since, series=changed, every_series=True
             )
             keys = list(zip(frame["source"], frame["symbol"], frame["timeframe"], strict=True))
             kept = frame[np.array([key not in changed for key in keys], dtype=bool)]
@@ -651,7 +670,7 @@ class Monitor:
                 .reset_index(drop=True)
             )
         self._series[dataset] = _SeriesCache(start, since, frame, seen, mine, held.runs + 1)
-        return frame
+        return narrow_series_timestamps(frame, start=start, closing_from=since)
 
     def _client_now(self) -> Any:
         if self._client is None:
@@ -869,10 +888,27 @@ def _log_entries(market: StoreReader, after: pd.Timestamp) -> pd.DataFrame:
 def _logged_after(ingest_log: pd.DataFrame, seen: pd.Timestamp) -> pd.DataFrame:
     """The entries logged after ``seen``: the log's tail when it is in ``logged_at`` order
     (as `_ingest_log` holds it: a slice, not a copy of the log)."""
-    stamps = _utc_times(ingest_log["logged_at"])
-    if stamps.is_monotonic_increasing:
+    stamps, ordered = _log_times(ingest_log)
+    if ordered:
         return ingest_log.iloc[int(stamps.searchsorted(seen, side="right")) :]
     return ingest_log[stamps > seen]
+
+
+# the last log frame's `logged_at` times and whether they are in order: a run cuts the same
+# log several times (the market windows, each dataset's series); the monitor's log frames are
+# never changed in place (a new entry makes a new frame)
+_LOG_TIMES: list[tuple[pd.DataFrame | None, pd.DatetimeIndex, bool]] = [
+    (None, pd.DatetimeIndex([], tz="UTC"), True)
+]
+
+
+def _log_times(ingest_log: pd.DataFrame) -> tuple[pd.DatetimeIndex, bool]:
+    held, stamps, ordered = _LOG_TIMES[0]
+    if held is not ingest_log or len(stamps) != len(ingest_log):
+        stamps = _utc_times(ingest_log["logged_at"])
+        ordered = bool(stamps.is_monotonic_increasing)
+        _LOG_TIMES[0] = (ingest_log, stamps, ordered)
+    return stamps, ordered
 
 
 def _utc_times(column: pd.Series) -> pd.DatetimeIndex:
@@ -1066,6 +1102,90 @@ def _changed_series(
             continue
         changed.add((source, symbol, timeframe if dataset == "candles" else NO_SYMBOL))
     return changed
+
+
+def _series_key(dataset: str, source: Any, symbol: Any, timeframe: Any) -> tuple[str, str, str]:
+    """An ingest log entry's series as `read_series_timestamps` names it."""
+    if dataset == "fear_greed":
+        return (str(source), NO_SYMBOL, NO_SYMBOL)
+    return (str(source), str(symbol), str(timeframe) if dataset == "candles" else NO_SYMBOL)
+
+
+def _single_row_appends(
+    ingest_log: pd.DataFrame,
+    dataset: str,
+    after: datetime,
+    changed: set[tuple[str, str, str]],
+    held: pd.DataFrame,
+) -> dict[tuple[str, str, str], list[pd.Timestamp]]:
+    """The rows to add to ``held`` (`read_series_timestamps` rows with ``every_series``, of an
+    earlier or equal span, ordered by series then time) for the ``changed`` series whose every
+    entry logged after ``after`` that added rows added one row that became the series' newest:
+    one valid row, ``first_ts == last_ts == last_event_ts`` (the ingest logs the series' newest
+    stored time after its write), ``rows_added == 1``. The store's rows of such a series are the
+    held ones and these, when it has held rows and the first new one comes after the newest
+    (which the log implies; checked). Every other changed series is left out: the caller reads
+    it again."""
+    later = _logged_after(ingest_log, pd.Timestamp(after))
+    added: dict[tuple[str, str, str], list[pd.Timestamp]] = {}
+    refused: set[tuple[str, str, str]] = set()
+    columns = ("dataset", "source", "symbol", "timeframe", "rows_added", "first_ts", "last_ts",
+               "last_event_ts")  # fmt: skip
+    for entry_dataset, source, symbol, timeframe, rows, first, last, newest in zip(
+        *(later[name].to_numpy() for name in columns), strict=True
+    ):
+        if entry_dataset != dataset or not rows > 0:
+            continue
+        key = _series_key(dataset, source, symbol, timeframe)
+        if key not in changed:
+            continue
+        if rows == 1 and not pd.isna(first) and first == last and last == newest:
+            added.setdefault(key, []).append(pd.Timestamp(first))
+        else:
+            refused.add(key)
+    if not added:
+        return {}
+    last_rows = _last_rows(held)
+    stamps = held["event_ts"]
+    found: dict[tuple[str, str, str], list[pd.Timestamp]] = {}
+    for key, times in added.items():
+        row = last_rows.get(key)
+        if (
+            key not in refused
+            and row is not None
+            and stamps.iloc[row] < times[0]
+            and all(a < b for a, b in itertools.pairwise(times))
+        ):
+            found[key] = times
+    return found
+
+
+def _last_rows(held: pd.DataFrame) -> dict[tuple[str, str, str], int]:
+    """Each series' last row in ``held`` (ordered by series then time)."""
+    keys = zip(
+        held["source"].to_numpy(), held["symbol"].to_numpy(), held["timeframe"].to_numpy(),
+        strict=True,
+    )  # fmt: skip
+    return {(str(a), str(b), str(c)): i for i, (a, b, c) in enumerate(keys)}
+
+
+def _with_appended(
+    held: pd.DataFrame, appended: Mapping[tuple[str, str, str], Sequence[pd.Timestamp]]
+) -> pd.DataFrame:
+    """``held`` (ordered by series then time) with `_single_row_appends`'s rows, each after its
+    series' last held row; same order and dtypes."""
+    last_rows = _last_rows(held)
+    rows = [(last_rows[key], ts) for key, times in appended.items() for ts in times]
+    # each new row starts as a copy of its series' last row (the series' columns), placed
+    # after it (np.insert keeps the order given for one position: oldest first), then dated
+    at = [row + 1 for row, _ in rows]
+    frame = held.take(np.insert(np.arange(len(held)), at, [row for row, _ in rows]))
+    unit, tz = held["event_ts"].dt.unit, held["event_ts"].dt.tz
+    times = held["event_ts"].to_numpy(dtype=f"datetime64[{unit}]")
+    new = np.array([ts.as_unit(unit).tz_convert(None).asm8 for _, ts in rows], dtype=times.dtype)
+    frame = frame.reset_index(drop=True)
+    frame["event_ts"] = pd.Series(np.insert(times, at, new)).dt.tz_localize(tz)
+    return frame
 
 
 def _without_watched(frame: pd.DataFrame, watched: frozenset[tuple[str, str]]) -> pd.DataFrame:

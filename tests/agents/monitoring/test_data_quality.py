@@ -9,6 +9,7 @@ candles are not watched. The bound asserted is 0: on a clean store any finding i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -223,7 +224,8 @@ def test_reading_only_the_rows_that_close_holes_finds_the_same_gaps(planted: Pla
 def test_narrowing_held_rows_to_a_later_span_equals_reading_it(planted: PlantedStore) -> None:
     """What a warm monitor derives from the rows it read for an earlier cutoff (and an earlier
     history start) is what the store returns for the later one: the same rows, each series'
-    predecessor included, through the planted holes and past the end of the data."""
+    predecessor included, through the planted holes and past the end of the data; from rows
+    read with every series' newest row before the cutoff, both forms of the later read."""
     moments = sorted(
         [
             datetime(2023, 1, 1, tzinfo=UTC),
@@ -235,20 +237,33 @@ def test_narrowing_held_rows_to_a_later_span_equals_reading_it(planted: PlantedS
             datetime(2030, 1, 1, tzinfo=UTC),
         ]
     )
+    wider = 0  # reads where every series' newest row adds rows
     with MarketStore(planted.db) as store:
         for dataset in ("candles", "funding"):
             for k, since in enumerate(moments):
                 start = since - timedelta(days=30)
-                held = read_series_timestamps(store, dataset, start=start, closing_from=since)
-                for later in moments[k:]:
-                    for floor in (start, later - timedelta(days=20), later - timedelta(hours=1)):
-                        # Act
-                        narrowed = narrow_series_timestamps(held, start=floor, closing_from=later)
-                        # Assert
-                        read = read_series_timestamps(
-                            store, dataset, start=floor, closing_from=later
-                        )
-                        pd.testing.assert_frame_equal(narrowed, read)
+                for every in (False, True):
+                    held = read_series_timestamps(
+                        store, dataset, start=start, closing_from=since, every_series=every
+                    )
+                    for later in moments[k:]:
+                        floors = (start, later - timedelta(days=20), later - timedelta(hours=1))
+                        for floor, out in itertools.product(floors, {False, every}):
+                            # Act
+                            narrowed = narrow_series_timestamps(
+                                held, start=floor, closing_from=later, every_series=out
+                            )
+                            # Assert
+                            read = read_series_timestamps(
+                                store, dataset, start=floor, closing_from=later, every_series=out
+                            )
+                            pd.testing.assert_frame_equal(narrowed, read)
+                            if out:
+                                fewer = read_series_timestamps(
+                                    store, dataset, start=floor, closing_from=later
+                                )
+                                wider += len(read) > len(fewer)
+    assert wider > 0
 
 
 def test_reading_chosen_series_returns_exactly_their_rows(planted: PlantedStore) -> None:

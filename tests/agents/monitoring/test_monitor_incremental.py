@@ -1,16 +1,22 @@
 """What a warm `Monitor` keeps between runs equals what it would read afresh: the ingest log it
-holds (appended to, and trimmed as its span moves on)."""
+holds (appended to, and trimmed as its span moves on), and the series rows `series_gap` judges
+(extended from the log where it says enough, read again where it does not)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
+import pytest
 
-from agents.monitoring.data_quality import read_ingest_log
+from agents.monitoring.data_quality import read_ingest_log, read_series_timestamps
 from agents.monitoring.monitor import Monitor, MonitorConfig
+from features.ingest.batch import Batch, Dataset
+from features.ingest.service import ingest_source
 from features.ingest.store import MarketStore
 from sextant.settings import load_settings
 
@@ -52,3 +58,140 @@ def test_the_held_ingest_log_equals_a_fresh_read_as_its_span_moves(tmp_path: Pat
             pd.testing.assert_frame_equal(held, fresh)
             assert monitor._log.newest == fresh["logged_at"].max().to_pydatetime()
     assert len(held) > 0
+
+
+class _Batches:
+    """An ingest source of prepared batches (label ``exchange``)."""
+
+    name = "exchange"
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self._batches = batches
+
+    def batches(self, cursor: object) -> Iterator[Batch]:
+        yield from self._batches
+
+
+def _candles(symbol: str, hours: list[int]) -> Batch:
+    times = [T0 + timedelta(hours=h) for h in hours]
+    frame = pd.DataFrame(
+        {
+            "symbol": symbol,
+            "timeframe": "1h",
+            "event_ts": pd.to_datetime(times, utc=True),
+            **{c: [100.0 + h for h in hours] for c in ("open", "high", "low", "close")},
+            "volume": 1.0,
+        }
+    )
+    return Batch(Dataset.CANDLES, "exchange", "test", frame, symbol, "1h")
+
+
+def _funding(perp: str, hours: list[int]) -> Batch:
+    times = pd.to_datetime([T0 + timedelta(hours=h) for h in hours], utc=True)
+    frame = pd.DataFrame(
+        {"symbol": perp, "event_ts": times, "available_at": times, "funding_rate": 1e-4}
+    )
+    return Batch(Dataset.FUNDING, "exchange", "test", frame, perp)
+
+
+def test_the_held_series_rows_equal_a_fresh_read_and_single_row_appends_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm monitor's series rows (`series_gap`'s input) after each ingest equal
+    `read_series_timestamps` afresh. A series whose new entries each added its one newest row
+    is extended from the log alone (the held rows keep every series' newest row before the
+    cutoff, which an edit bypassing the ingest before the first run changed); a late row, a
+    batch of several rows, a series not held and a mixed series are read again."""
+    settings = load_settings(home=tmp_path, symbols=("BTC/USDT",))
+    settings.paths.market_db.parent.mkdir(parents=True, exist_ok=True)
+    with MarketStore(settings.paths.market_db) as store:  # 48 hourly bars, 6 settlements
+        ingest_source(
+            _Batches(
+                [
+                    _candles("ETH/USDT", list(range(48))),
+                    _candles("SOL/USDT", [*range(40), *range(41, 48)]),  # a hole at 40
+                    _funding("ETH/USDT:USDT", list(range(0, 48, 8))),
+                    _funding("SOL/USDT:USDT", list(range(0, 48, 8))),
+                ]
+            ),
+            store,
+        )
+    with duckdb.connect(str(settings.paths.market_db)) as con:  # an edit bypassing the ingest
+        con.execute(  # ETH's perpetual's newest rate (40 h): its log entry still says 40 h
+            "DELETE FROM funding_rates WHERE symbol = 'ETH/USDT:USDT' AND event_ts >= ?",
+            [T0 + timedelta(hours=40)],
+        )
+    read: list[tuple[str, Any]] = []
+    real_read = read_series_timestamps
+
+    def spy(market: Any, dataset: str, **kwargs: Any) -> pd.DataFrame:
+        read.append((dataset, kwargs.get("series")))
+        return real_read(market, dataset, **kwargs)
+
+    monkeypatch.setattr("agents.monitoring.monitor.read_series_timestamps", spy)
+    watched = (("exchange", "BTC/USDT"),)
+    eth, sol = ("exchange", "ETH/USDT", "1h"), ("exchange", "SOL/USDT", "1h")
+    eth_rate, sol_rate = ("exchange", "ETH/USDT:USDT", "*"), ("exchange", "SOL/USDT:USDT", "*")
+    steps: list[tuple[list[Batch], dict[str, set[Any] | None]]] = [
+        # one new bar each, and ETH's settlement (its perpetual has no row from the cutoff
+        # on: its newest row before it is held): nothing read
+        (
+            [
+                _candles("ETH/USDT", [48]),
+                _candles("SOL/USDT", [48]),
+                _funding("ETH/USDT:USDT", [48]),
+            ],
+            {},
+        ),
+        # two runs of one bar each for ETH: both appended; SOL's late row 40: read again
+        (
+            [_candles("ETH/USDT", [49]), _candles("ETH/USDT", [50]), _candles("SOL/USDT", [40])],
+            {"candles": {sol}},
+        ),
+        # two bars in one batch (ETH), and SOL's settlement with a row already stored
+        (
+            [_candles("ETH/USDT", [51, 52]), _funding("SOL/USDT:USDT", [40, 48])],
+            {"candles": {eth}, "funding": {sol_rate}},
+        ),
+        # a series not held yet (XRP, rows before the span and in it): read
+        (
+            [_candles("XRP/USDT", [20, 51, 52])],
+            {"candles": {("exchange", "XRP/USDT", "1h")}},
+        ),
+        # one bar for ETH, a late settlement and a new one for ETH's perpetual (mixed): read
+        (
+            [
+                _candles("ETH/USDT", [53]),
+                _funding("ETH/USDT:USDT", [44]),
+                _funding("ETH/USDT:USDT", [56]),
+            ],
+            {"funding": {eth_rate}},
+        ),
+        # SOL's perpetual settles: appended; ADA's first row ever (a series not held): read
+        (
+            [_funding("SOL/USDT:USDT", [56]), _candles("ADA/USDT", [55])],
+            {"candles": {("exchange", "ADA/USDT", "1h")}},
+        ),
+    ]
+    config = MonitorConfig(reread_every_runs=100)  # no periodic full read: the held path only
+    with Monitor.open(settings, config=config) as monitor:
+        for k, (batches, expected_reads) in enumerate([([], {}), *steps]):
+            if batches:
+                with MarketStore(settings.paths.market_db) as store:
+                    ingest_source(_Batches(batches), store)
+            start = T0 + timedelta(hours=k)
+            since = T0 + timedelta(hours=44 + k)
+            read.clear()
+            with monitor._reader.attached() as market:
+                log = monitor._ingest_log(market, None)
+                for dataset in ("candles", "funding"):
+                    # Act
+                    held = monitor._series_timestamps(
+                        market, dataset, start, since, watched, log, None
+                    )
+                    # Assert
+                    fresh = real_read(market, dataset, start=start, closing_from=since)
+                    pd.testing.assert_frame_equal(held, fresh)
+            if k > 0:
+                assert dict(read) == expected_reads, f"step {k}"
+    assert len(fresh) > 0
