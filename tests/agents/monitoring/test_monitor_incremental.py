@@ -4,7 +4,6 @@ holds (appended to, and trimmed as its span moves on), and the series rows `seri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from features.ingest.batch import Batch, Dataset
 from features.ingest.service import ingest_source
 from features.ingest.store import MarketStore
 from sextant.settings import load_settings
+from tests.agents.monitoring.planting import Batches
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -60,18 +60,6 @@ def test_the_held_ingest_log_equals_a_fresh_read_as_its_span_moves(tmp_path: Pat
     assert len(held) > 0
 
 
-class _Batches:
-    """An ingest source of prepared batches (label ``exchange``)."""
-
-    name = "exchange"
-
-    def __init__(self, batches: list[Batch]) -> None:
-        self._batches = batches
-
-    def batches(self, cursor: object) -> Iterator[Batch]:
-        yield from self._batches
-
-
 def _candles(symbol: str, hours: list[int]) -> Batch:
     times = [T0 + timedelta(hours=h) for h in hours]
     frame = pd.DataFrame(
@@ -106,7 +94,7 @@ def test_the_held_series_rows_equal_a_fresh_read_and_single_row_appends_are_not_
     settings.paths.market_db.parent.mkdir(parents=True, exist_ok=True)
     with MarketStore(settings.paths.market_db) as store:  # 48 hourly bars, 6 settlements
         ingest_source(
-            _Batches(
+            Batches(
                 [
                     _candles("ETH/USDT", list(range(48))),
                     _candles("SOL/USDT", [*range(40), *range(41, 48)]),  # a hole at 40
@@ -178,7 +166,7 @@ def test_the_held_series_rows_equal_a_fresh_read_and_single_row_appends_are_not_
         for k, (batches, expected_reads) in enumerate([([], {}), *steps]):
             if batches:
                 with MarketStore(settings.paths.market_db) as store:
-                    ingest_source(_Batches(batches), store)
+                    ingest_source(Batches(batches), store)
             start = T0 + timedelta(hours=k)
             since = T0 + timedelta(hours=44 + k)
             read.clear()

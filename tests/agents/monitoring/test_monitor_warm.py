@@ -30,6 +30,7 @@ from agents.monitoring.monitor import (
 from serving.decisions_store import DecisionsStore
 from sextant.contracts import CHAMPION, REGISTERED_MODELS
 from sextant.settings import Settings, load_settings
+from tests.agents.monitoring.planting import Batches
 from tests.served_home import ServedHome
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -337,18 +338,6 @@ def test_a_moved_champion_alias_switches_the_drift_reference(
         back = monitor.run(since=since, now=now)
         _same(back, run_monitor(cold, since=since, now=now), pair)
         assert back.drift_families == ("xgb", "lstm")
-
-
-class Batches:
-    """An ingest source of prepared batches under a live label (judged by `empty_ingest`)."""
-
-    name = "exchange"
-
-    def __init__(self, batches: list[Any]) -> None:
-        self._batches = batches
-
-    def batches(self, cursor: object) -> Iterator[Any]:
-        yield from self._batches
 
 
 def test_a_warm_monitor_judges_the_other_series_and_ingest_runs_as_the_one_shot(
