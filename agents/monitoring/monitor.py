@@ -610,7 +610,7 @@ class Monitor:
     ) -> pd.DataFrame:
         """`read_series_timestamps` of ``dataset`` from ``start`` closing from ``since``: the
         held rows narrowed to the later span (`narrow_series_timestamps`), the rows the ingest
-        log says were appended one at a time added (`_single_row_appends`), the other series
+        log says were appended one at a time added (`_appended_after_held`), the other series
         it says gained rows since read again. Everything is read again on a first
         run, when the span moved back, when the log no longer covers the held rows' time, when
         an entry names no series (``*``), when the watched candle series changed (their rows
@@ -632,9 +632,16 @@ class Monitor:
             or held.runs + 1 >= self.config.reread_every_runs
             else _changed_series(ingest_log, dataset, held.seen, mine)
         )
-        if changed is not None and len(changed) > _SERIES_PER_READ:
-            changed = None  # one scan for all beats a filter of that many series
-        if held is None or changed is None:
+        # a series' new newest rows, logged one at a time, are appended to what is held; the
+        # other changed series are read again
+        appended: dict[Series, list[pd.Timestamp]] = {}
+        unread: set[Series] | None = None
+        if held is not None and changed is not None:
+            appended = _appended_after_held(changed, held.frame)
+            unread = {key for key in changed if key not in appended}
+            if len(unread) > _SERIES_PER_READ:
+                unread = None  # one scan for all beats a filter of that many series
+        if held is None or unread is None:
             frame = read_series_timestamps(
                 market, dataset, start=start, closing_from=since, every_series=True
             )
@@ -642,33 +649,25 @@ class Monitor:
                 frame = _without_watched(frame, mine)
             self._series[dataset] = _SeriesCache(start, since, frame, seen, mine)
             return narrow_series_timestamps(frame, start=start, closing_from=since)
-        frame = held.frame
-        if changed:
-            # a series' new newest row, logged alone, is appended to what is held: no read
-            assert held.seen is not None  # else everything was read again above
-            appended = _single_row_appends(ingest_log, dataset, held.seen, changed, frame)
-            if appended:
-                frame = _with_appended(frame, appended)
-                changed = changed - appended.keys()
-        if not changed:  # the held span stays (the rows appended belong to it as well)
+        frame = _with_appended(held.frame, appended) if appended else held.frame
+        if not unread:  # the held span stays (the rows appended belong to it as well)
             self._series[dataset] = dataclasses.replace(
                 held, frame=frame, seen=seen, runs=held.runs + 1
             )
             return narrow_series_timestamps(frame, start=start, closing_from=since)
         frame = narrow_series_timestamps(frame, start=start, closing_from=since, every_series=True)
-        if changed:
-            fresh = read_series_timestamps(
-                market, dataset, start=start, closing_from=since, series=changed, every_series=True
-            )
-            keys = list(zip(frame["source"], frame["symbol"], frame["timeframe"], strict=True))
-            kept = frame[np.array([key not in changed for key in keys], dtype=bool)]
-            frame = (
-                fresh  # ordered as the read orders them: no other series' rows to merge in
-                if kept.empty
-                else pd.concat([kept, fresh], ignore_index=True)
-                .sort_values(["source", "symbol", "timeframe", "event_ts"], kind="stable")
-                .reset_index(drop=True)
-            )
+        fresh = read_series_timestamps(
+            market, dataset, start=start, closing_from=since, series=unread, every_series=True
+        )
+        keys = list(zip(frame["source"], frame["symbol"], frame["timeframe"], strict=True))
+        kept = frame[np.array([key not in unread for key in keys], dtype=bool)]
+        frame = (
+            fresh  # ordered as the read orders them: no other series' rows to merge in
+            if kept.empty
+            else pd.concat([kept, fresh], ignore_index=True)
+            .sort_values(["source", "symbol", "timeframe", "event_ts"], kind="stable")
+            .reset_index(drop=True)
+        )
         self._series[dataset] = _SeriesCache(start, since, frame, seen, mine, held.runs + 1)
         return narrow_series_timestamps(frame, start=start, closing_from=since)
 
@@ -1071,87 +1070,73 @@ _LOG_SERIES = ["dataset", "source", "symbol", "timeframe"]  # an ingest log entr
 _SERIES_PER_READ = 32  # more changed series than this: read the dataset's rows whole
 
 
+Series = tuple[str, str, str]  # (source, symbol, timeframe) as `read_series_timestamps` names it
+
+
 def _changed_series(
     ingest_log: pd.DataFrame,
     dataset: str,
     after: datetime,
     watched: frozenset[tuple[str, str]],
-) -> set[tuple[str, str, str]] | None:
-    """The (source, symbol, timeframe) series of ``dataset``, as `read_series_timestamps`
-    names them, that entries logged after ``after`` added rows to (watched candle series
-    left out); None when an entry names no series (a batch for ``*`` may hold any)."""
-    changed: set[tuple[str, str, str]] = set()
+) -> dict[Series, list[pd.Timestamp] | None] | None:
+    """The series of ``dataset`` that entries logged after ``after`` added rows to (watched
+    candle series left out), each with the times of the rows they appended one at a time, or
+    None where an entry did otherwise; None when an entry names no series (a batch for ``*``
+    may hold any). An entry appended one row when it added one (``rows_added == 1``) out of
+    one valid row that became the series' newest (``first_ts == last_ts == last_event_ts``:
+    the ingest logs the series' newest stored time after its write)."""
+    changed: dict[Series, list[pd.Timestamp] | None] = {}
     if ingest_log.empty:
         return changed
     # the entries after ``after`` first (a few per bar), then their dataset and rows
     later = _logged_after(ingest_log, pd.Timestamp(after))
     if later.empty:
         return changed
-    columns = ("dataset", "rows_added", "source", "symbol", "timeframe")
-    picked = [later[name].to_numpy() for name in columns]
-    for entry_dataset, rows_added, source, symbol, timeframe in zip(*picked, strict=True):
-        if entry_dataset != dataset or not rows_added > 0:
-            continue
-        source, symbol, timeframe = str(source), str(symbol), str(timeframe)
-        if dataset == "fear_greed":
-            changed.add((source, NO_SYMBOL, NO_SYMBOL))
-            continue
-        if symbol == NO_SYMBOL or (dataset == "candles" and timeframe == NO_SYMBOL):
-            return None
-        if dataset == "candles" and (source, symbol) in watched:
-            continue
-        changed.add((source, symbol, timeframe if dataset == "candles" else NO_SYMBOL))
-    return changed
-
-
-def _series_key(dataset: str, source: Any, symbol: Any, timeframe: Any) -> tuple[str, str, str]:
-    """An ingest log entry's series as `read_series_timestamps` names it."""
-    if dataset == "fear_greed":
-        return (str(source), NO_SYMBOL, NO_SYMBOL)
-    return (str(source), str(symbol), str(timeframe) if dataset == "candles" else NO_SYMBOL)
-
-
-def _single_row_appends(
-    ingest_log: pd.DataFrame,
-    dataset: str,
-    after: datetime,
-    changed: set[tuple[str, str, str]],
-    held: pd.DataFrame,
-) -> dict[tuple[str, str, str], list[pd.Timestamp]]:
-    """The rows to add to ``held`` (`read_series_timestamps` rows with ``every_series``, of an
-    earlier or equal span, ordered by series then time) for the ``changed`` series whose every
-    entry logged after ``after`` that added rows added one row that became the series' newest:
-    one valid row, ``first_ts == last_ts == last_event_ts`` (the ingest logs the series' newest
-    stored time after its write), ``rows_added == 1``. The store's rows of such a series are the
-    held ones and these, when it has held rows and the first new one comes after the newest
-    (which the log implies; checked). Every other changed series is left out: the caller reads
-    it again."""
-    later = _logged_after(ingest_log, pd.Timestamp(after))
-    added: dict[tuple[str, str, str], list[pd.Timestamp]] = {}
-    refused: set[tuple[str, str, str]] = set()
-    columns = ("dataset", "source", "symbol", "timeframe", "rows_added", "first_ts", "last_ts",
+    columns = ("dataset", "rows_added", "source", "symbol", "timeframe", "first_ts", "last_ts",
                "last_event_ts")  # fmt: skip
-    for entry_dataset, source, symbol, timeframe, rows, first, last, newest in zip(
-        *(later[name].to_numpy() for name in columns), strict=True
+    picked = [later[name].to_numpy() for name in columns]
+    for entry_dataset, rows, source, symbol, timeframe, first, last, newest in zip(
+        *picked, strict=True
     ):
         if entry_dataset != dataset or not rows > 0:
             continue
-        key = _series_key(dataset, source, symbol, timeframe)
-        if key not in changed:
+        source, symbol, timeframe = str(source), str(symbol), str(timeframe)
+        if dataset == "fear_greed":
+            key = (source, NO_SYMBOL, NO_SYMBOL)
+        elif symbol == NO_SYMBOL or (dataset == "candles" and timeframe == NO_SYMBOL):
+            return None
+        elif dataset == "candles" and (source, symbol) in watched:
+            continue
+        else:
+            key = (source, symbol, timeframe if dataset == "candles" else NO_SYMBOL)
+        appended = changed.get(key, [])
+        if appended is None:
             continue
         if rows == 1 and not pd.isna(first) and first == last and last == newest:
-            added.setdefault(key, []).append(pd.Timestamp(first))
+            appended.append(pd.Timestamp(first))
+            changed[key] = appended
         else:
-            refused.add(key)
-    if not added:
+            changed[key] = None
+    return changed
+
+
+def _appended_after_held(
+    changed: Mapping[Series, list[pd.Timestamp] | None], held: pd.DataFrame
+) -> dict[Series, list[pd.Timestamp]]:
+    """Of `_changed_series`, the series whose rows were appended one at a time after their
+    newest held row (``held``: `read_series_timestamps` rows with ``every_series``, of an
+    earlier or equal span, ordered by series then time): the store's rows of such a series are
+    the held ones and these. A series not held, or whose first new row is not after the newest
+    held one (which the log implies; checked), is left out: the caller reads it again."""
+    if not any(changed.values()):
         return {}
     last_rows = _last_rows(held)
     stamps = held["event_ts"]
-    found: dict[tuple[str, str, str], list[pd.Timestamp]] = {}
-    for key, times in added.items():
+    found: dict[Series, list[pd.Timestamp]] = {}
+    for key, times in changed.items():
         row = last_rows.get(key)
         if (
-            key not in refused
+            times
             and row is not None
             and stamps.iloc[row] < times[0]
             and all(a < b for a, b in itertools.pairwise(times))
@@ -1160,7 +1145,7 @@ def _single_row_appends(
     return found
 
 
-def _last_rows(held: pd.DataFrame) -> dict[tuple[str, str, str], int]:
+def _last_rows(held: pd.DataFrame) -> dict[Series, int]:
     """Each series' last row in ``held`` (ordered by series then time)."""
     keys = zip(
         held["source"].to_numpy(), held["symbol"].to_numpy(), held["timeframe"].to_numpy(),
@@ -1170,10 +1155,10 @@ def _last_rows(held: pd.DataFrame) -> dict[tuple[str, str, str], int]:
 
 
 def _with_appended(
-    held: pd.DataFrame, appended: Mapping[tuple[str, str, str], Sequence[pd.Timestamp]]
+    held: pd.DataFrame, appended: Mapping[Series, Sequence[pd.Timestamp]]
 ) -> pd.DataFrame:
-    """``held`` (ordered by series then time) with `_single_row_appends`'s rows, each after its
-    series' last held row; same order and dtypes."""
+    """``held`` (ordered by series then time) with `_appended_after_held`'s rows, each after
+    its series' last held row; same order and dtypes."""
     last_rows = _last_rows(held)
     rows = [(last_rows[key], ts) for key, times in appended.items() for ts in times]
     # each new row starts as a copy of its series' last row (the series' columns), placed
