@@ -181,5 +181,7 @@ def test_the_held_series_rows_equal_a_fresh_read_and_single_row_appends_are_not_
                     fresh = real_read(market, dataset, start=start, closing_from=since)
                     pd.testing.assert_frame_equal(held, fresh)
             if k > 0:
+                # each read once: a dataset read twice would hide in the mapping
+                assert len(read) == len(expected_reads), f"step {k}: {read}"
                 assert dict(read) == expected_reads, f"step {k}"
     assert len(fresh) > 0
